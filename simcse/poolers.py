@@ -98,3 +98,19 @@ def embed_with_hf_encoder(model: torch.nn.Module, batch: dict[str, torch.Tensor]
             raise ValueError("pooler 'cls' needs an encoder with a pooling layer (pooler_output is None)")
         return outputs.pooler_output
     return pool(pooler_type, batch["attention_mask"], outputs.last_hidden_state, outputs.hidden_states)
+
+
+def eval_pooler_from_config(config) -> str | None:
+    """The pooler a SimCSE checkpoint should be *used* with, read from its own config.
+
+    Training records ``pooler_type`` and ``mlp_only_train`` in ``config.json``. The MLP is kept at
+    test time unless ``mlp_only_train`` (the unsupervised recipe), in which case the raw [CLS]
+    vector (``cls_before_pooler``) is the embedding. Returns None for checkpoints that record
+    nothing (third-party models), so callers can fall back to their own default.
+    """
+    pooler_type = getattr(config, "pooler_type", None)
+    if pooler_type is None:
+        return None
+    if pooler_type == "cls" and getattr(config, "mlp_only_train", False):
+        return "cls_before_pooler"
+    return pooler_type
