@@ -1,0 +1,175 @@
+"""Command-line arguments of ``train.py``: three dataclasses parsed by ``HfArgumentParser``.
+
+Flag names and defaults are the original's (SPEC 2.2-2.4), so existing SimCSE command lines keep
+working; options added here are marked "(ours)" in their help text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+from simcse.poolers import POOLER_TYPES
+
+logger = logging.getLogger(__name__)
+
+# The poolers that can be trained (the legacy first-last variant exists only to evaluate baselines).
+TRAIN_POOLERS = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
+
+
+@dataclass
+class ModelArguments:
+    """Which checkpoint to start from and the SimCSE head settings (saved into config.json)."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Checkpoint to start from: a hub id or a local folder (BERT or RoBERTa)."}
+    )
+    model_type: str | None = field(default=None, metadata={"help": "Unused; kept for compatibility."})
+    config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path, if not the model's."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where hub downloads are cached."})
+    use_fast_tokenizer: bool = field(default=True, metadata={"help": "Use a fast (Rust) tokenizer."})
+    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
+    use_auth_token: bool = field(default=False, metadata={"help": "Use the stored hub token (private models)."})
+    temp: float = field(default=0.05, metadata={"help": "Softmax temperature tau."})
+    pooler_type: str = field(
+        default="cls", metadata={"help": f"Sentence pooler used in training, one of {', '.join(TRAIN_POOLERS)}."}
+    )
+    hard_negative_weight: float = field(
+        default=0.0, metadata={"help": "LOG of the weight of an anchor's own hard negative (0 = weight 1)."}
+    )
+    do_mlm: bool = field(default=False, metadata={"help": "Add the auxiliary masked-LM loss."})
+    mlm_weight: float = field(default=0.1, metadata={"help": "Weight lambda of the MLM loss."})
+    mlp_only_train: bool = field(
+        default=False, metadata={"help": "Use the MLP in training only; embeddings are the raw [CLS] (unsup recipe)."}
+    )
+    gather_negatives: bool = field(
+        default=True,
+        metadata={"help": "(ours) Under DDP, use every rank's sentences as negatives, as the paper does."},
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "(ours) Attention kernel: sdpa (default when available), eager, ..."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.pooler_type not in TRAIN_POOLERS:
+            raise ValueError(f"--pooler_type {self.pooler_type!r} is not one of: {', '.join(TRAIN_POOLERS)}")
+        if self.temp <= 0:
+            raise ValueError(f"--temp must be positive, got {self.temp}")
+
+    def simcse_settings(self) -> dict:
+        """The settings recorded in the checkpoint's config.json."""
+        return {
+            "pooler_type": self.pooler_type,
+            "temp": self.temp,
+            "hard_negative_weight": self.hard_negative_weight,
+            "do_mlm": self.do_mlm,
+            "mlm_weight": self.mlm_weight,
+            "mlp_only_train": self.mlp_only_train,
+            "gather_negatives": self.gather_negatives,
+        }
+
+
+@dataclass
+class DataTrainingArguments:
+    """The training file and how it is tokenised."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Unused (the original ignored it too)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Unused."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Unused: tokenisation is not cached on disk."})
+    validation_split_percentage: int | None = field(default=5, metadata={"help": "Unused."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "A .txt (one sentence per line, unsupervised) or .csv/.tsv (2 or 3 columns) file."},
+    )
+    max_seq_length: int | None = field(
+        default=32, metadata={"help": "Truncation length in tokens, special tokens included."}
+    )
+    pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every sentence to max_seq_length."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Masking rate of the MLM objective."})
+    pad_to_multiple_of: int | None = field(
+        default=None, metadata={"help": "(ours) Round the padded length up to a multiple (8 suits tensor cores)."}
+    )
+
+    def __post_init__(self) -> None:
+        # The original touched a non-existent `validation_file` here (an AttributeError); say what is wrong.
+        if self.train_file is None:
+            raise ValueError("--train_file is required (a .txt, .csv or .tsv file)")
+        if not 0.0 <= self.mlm_probability <= 1.0:
+            raise ValueError(f"--mlm_probability must be in [0, 1], got {self.mlm_probability}")
+
+
+@dataclass
+class OurTrainingArguments(TrainingArguments):
+    """transformers' TrainingArguments plus the SimCSE evaluation options.
+
+    Differences from plain transformers, each to keep the original's behaviour:
+    ``--evaluation_strategy`` (the 4.x name) is accepted as an alias of ``--eval_strategy``;
+    with ``--load_best_model_at_end`` the model is saved at every evaluation (``save_steps`` follows
+    ``eval_steps``, as in transformers 4.2.1); ``--fp16`` on a machine without CUDA falls back to
+    fp32 with a warning instead of failing, so the example scripts also run on a CPU.
+    """
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start afresh in an output_dir that holds another run (otherwise refused or resumed)."},
+    )
+    eval_transfer: bool = field(
+        default=False, metadata={"help": "Also evaluate the 7 transfer tasks (dev, fast mode) at each evaluation."}
+    )
+    evaluation_strategy: str | None = field(
+        default=None, metadata={"help": "Alias of --eval_strategy (the flag name used by the original scripts)."}
+    )
+    senteval_data_dir: str | None = field(
+        default=None,
+        metadata={"help": "(ours) SentEval data folder; default $SENTEVAL_DATA_DIR, else SentEval/data/downstream."},
+    )
+    eval_alignment_uniformity: bool = field(
+        default=True, metadata={"help": "(ours) Log STS-B dev alignment and uniformity at each evaluation."}
+    )
+    plot_training: bool = field(
+        default=True, metadata={"help": "(ours) Save alignment-uniformity and STS-B dev plots in output_dir."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.evaluation_strategy is not None:
+            self.eval_strategy = self.evaluation_strategy
+        if self.fp16 and not torch.cuda.is_available():
+            logger.warning("--fp16 needs a CUDA GPU; none found, so this run uses fp32.")
+            self.fp16 = False
+        if self.bf16 and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+            logger.warning("--bf16 on this machine runs bf16 autocast on the CPU.")
+            self.use_cpu = self.use_cpu or not torch.cuda.is_available()
+        if self.load_best_model_at_end:
+            # transformers 4.2.1 saved at every evaluation when keeping the best model.
+            self.save_strategy = self.eval_strategy
+            if self.eval_steps is not None:
+                self.save_steps = self.eval_steps
+        if self.report_to is None:
+            self.report_to = "none"
+        super().__post_init__()
+
+
+def resolve_senteval_data_dir(explicit: str | None = None) -> str:
+    """Data folder for SentEval: explicit > $SENTEVAL_DATA_DIR > <repo>/SentEval/data/downstream."""
+    if explicit:
+        return explicit
+    env = os.environ.get("SENTEVAL_DATA_DIR")
+    if env:
+        return env
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "SentEval", "data", "downstream")
+
+
+__all__ = [
+    "DataTrainingArguments",
+    "ModelArguments",
+    "OurTrainingArguments",
+    "POOLER_TYPES",
+    "TRAIN_POOLERS",
+    "resolve_senteval_data_dir",
+]

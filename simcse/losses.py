@@ -1,0 +1,54 @@
+"""The SimCSE contrastive objective (paper Eq. 1 and Eq. 5), isolated from the encoder.
+
+Keeping the maths in one function of plain tensors lets it be tested against a hand computation
+and reused by the DDP path, the benchmarks and anyone who wants SimCSE's loss without our model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cosine_logits(a: torch.Tensor, b: torch.Tensor, temp: float) -> torch.Tensor:
+    """Pairwise cosine similarity divided by the temperature.
+
+    a: (N, H), b: (M, H) -> (N, M). Normalise-then-matmul is the same quantity as the original's
+    broadcast ``nn.CosineSimilarity`` over an (N, M, H) tensor, without materialising it.
+    Computed in fp32 so that bf16/fp16 embeddings still give fp32 logits (as autocast did).
+    """
+    a = F.normalize(a.float(), dim=-1, eps=1e-8)
+    b = F.normalize(b.float(), dim=-1, eps=1e-8)
+    return (a @ b.T) / temp
+
+
+def contrastive_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    z3: torch.Tensor | None = None,
+    temp: float = 0.05,
+    hard_negative_weight: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE over in-batch negatives, optionally with hard negatives (SPEC 1.5).
+
+    Args:
+        z1: anchors, (N, H).
+        z2: positives, (N, H); row i is the positive of anchor i, every other row a negative.
+        z3: hard negatives, (N, H) or None. Every anchor sees *all* N hard negatives.
+        temp: softmax temperature tau (0.05 in the paper; sentence-transformers' ``scale`` = 1/temp).
+        hard_negative_weight: the **log** of the weight alpha of an anchor's own hard negative: it is
+            added to logit [i, N + i] after the division by tau, so 0 means alpha = 1 (paper Eq. 5).
+
+    Returns:
+        (loss, logits): mean cross-entropy over the N anchors (not symmetrised: only z1 rows are
+        anchors), and the logits matrix, (N, N) or (N, 2N).
+    """
+    logits = cosine_logits(z1, z2, temp)  # (N, N)
+    if z3 is not None:
+        n = z1.size(0)
+        hard = cosine_logits(z1, z3, temp)  # (N, N)
+        if hard_negative_weight != 0.0:
+            hard = hard + hard_negative_weight * torch.eye(n, device=hard.device, dtype=hard.dtype)
+        logits = torch.cat([logits, hard], dim=1)  # (N, 2N)
+    labels = torch.arange(z1.size(0), device=logits.device)  # (N,)
+    return F.cross_entropy(logits, labels), logits

@@ -1,0 +1,304 @@
+"""SimCSE training heads for BERT and RoBERTa encoders (SPEC 1).
+
+Design choices that differ from the original code, and why:
+
+* The SimCSE MLP (dense H->H + tanh) *is* the encoder's HF pooling layer (``bert.pooler``), freshly
+  initialised. It is the same architecture, so the saved weights load straight into a plain
+  ``BertModel``/``RobertaModel`` whose ``pooler_output`` is the SimCSE ``cls`` embedding: no key
+  renaming is needed, and ``AutoModel.from_pretrained`` works on every checkpoint we write.
+* The SimCSE settings (``pooler_type``, ``temp``, ``mlp_only_train``, ...) live in the model
+  config, so checkpoints describe themselves and tools pick the right pooler.
+* The MLM head keeps the pre-trained checkpoint key names (``cls.predictions.*`` for BERT,
+  ``lm_head.*`` for RoBERTa) so it loads from the pre-trained masked-LM weights, and its decoder
+  is *not* tied to the input embeddings (a [QUIRK] of the original, kept for faithful numbers).
+* The model class is chosen from ``config.model_type``, never from a substring of a path.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, PretrainedConfig
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, SequenceClassifierOutput
+from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
+from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
+
+from simcse.distributed import gather_with_local_grad
+from simcse.losses import contrastive_loss
+from simcse.poolers import check_pooler_type, needs_hidden_states, pool
+
+logger = logging.getLogger(__name__)
+
+# SimCSE settings stored in config.json, with the paper's defaults.
+SIMCSE_CONFIG_DEFAULTS: dict[str, Any] = {
+    "pooler_type": "cls",
+    "temp": 0.05,
+    "hard_negative_weight": 0.0,
+    "do_mlm": False,
+    "mlm_weight": 0.1,
+    "mlp_only_train": False,
+    "gather_negatives": True,
+}
+
+SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+
+
+class UnsupportedModelError(ValueError):
+    """The checkpoint's ``config.model_type`` has no SimCSE head."""
+
+
+def simcse_setting(config: PretrainedConfig, name: str) -> Any:
+    return getattr(config, name, SIMCSE_CONFIG_DEFAULTS[name])
+
+
+class _BertPredictions(nn.Module):
+    """Holds ``transform``, ``decoder`` and ``bias`` so the keys read ``cls.predictions.*``."""
+
+    def __init__(self, config: PretrainedConfig) -> None:
+        super().__init__()
+        self.transform = nn.Module()
+        self.transform.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+
+class _BertMLMHead(nn.Module):
+    """BERT's masked-LM head with the pre-trained key names (``cls.predictions.*``), decoder untied."""
+
+    def __init__(self, config: PretrainedConfig) -> None:
+        super().__init__()
+        self.predictions = _BertPredictions(config)
+        self.act = ACT2FN[config.hidden_act] if isinstance(config.hidden_act, str) else config.hidden_act
+
+    @property
+    def decoder(self) -> nn.Linear:
+        return self.predictions.decoder
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (n, L, H) -> (n, L, V)
+        p = self.predictions
+        h = p.transform.LayerNorm(self.act(p.transform.dense(h)))
+        return p.decoder(h) + p.bias
+
+
+class _RobertaMLMHead(nn.Module):
+    """RoBERTa's masked-LM head with the pre-trained key names (``lm_head.*``), decoder untied."""
+
+    def __init__(self, config: PretrainedConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (n, L, H) -> (n, L, V)
+        return self.decoder(self.layer_norm(F.gelu(self.dense(h)))) + self.bias
+
+
+class _SimCSEMixin:
+    """Forward logic shared by :class:`BertForCL` and :class:`RobertaForCL`."""
+
+    config: PretrainedConfig
+    base_model_prefix: str
+    _mlm_head_name: str
+
+    def _build_simcse(self, encoder_cls: type, head_cls: type) -> None:
+        config = self.config
+        for name, default in SIMCSE_CONFIG_DEFAULTS.items():
+            if not hasattr(config, name):
+                setattr(config, name, default)
+        check_pooler_type(config.pooler_type)
+        # The HF pooling layer doubles as the SimCSE MLP; only the `cls` pooler has one.
+        setattr(self, self.base_model_prefix, encoder_cls(config, add_pooling_layer=config.pooler_type == "cls"))
+        if config.do_mlm:
+            setattr(self, self._mlm_head_name, head_cls(config))
+
+    @property
+    def encoder(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix)
+
+    @property
+    def mlm_head(self) -> nn.Module | None:
+        return getattr(self, self._mlm_head_name, None)
+
+    def reset_mlp(self) -> None:
+        """Fresh N(0, initializer_range) init of the MLP: SimCSE does not start from BERT's NSP pooler."""
+        dense = self.encoder.pooler.dense
+        nn.init.normal_(dense.weight, mean=0.0, std=self.config.initializer_range)
+        nn.init.zeros_(dense.bias)
+
+    def _encode(self, input_ids, attention_mask, token_type_ids, **encoder_kwargs) -> tuple[torch.Tensor, Any]:
+        """One encoder pass; returns (pooled, outputs). pooled: (n, H), MLP applied for `cls`."""
+        pooler_type = self.config.pooler_type
+        outputs = self.encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_hidden_states=needs_hidden_states(pooler_type),
+            return_dict=True,
+            **encoder_kwargs,
+        )
+        if pooler_type == "cls":
+            return outputs.pooler_output, outputs  # dense + tanh over the first token = the MLP
+        return pool(pooler_type, attention_mask, outputs.last_hidden_state, outputs.hidden_states), outputs
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        mlm_input_ids: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+        sent_emb: bool = False,
+        return_dict: bool = True,
+        **kwargs: Any,
+    ):
+        """Training loss (inputs (B, S, L)) or, with ``sent_emb=True``, sentence embeddings (inputs (n, L))."""
+        kwargs.pop("labels", None)  # never used: the positives are defined by position
+        kwargs.pop("output_hidden_states", None)
+        kwargs.pop("num_items_in_batch", None)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if sent_emb:
+            return self._sentence_embedding(input_ids, attention_mask, token_type_ids, return_dict, **kwargs)
+        return self._contrastive_forward(
+            input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels, return_dict, **kwargs
+        )
+
+    def _sentence_embedding(self, input_ids, attention_mask, token_type_ids, return_dict, **kwargs):
+        pooled, outputs = self._encode(input_ids, attention_mask, token_type_ids, **kwargs)
+        if self.config.pooler_type == "cls" and self.config.mlp_only_train:
+            pooled = outputs.last_hidden_state[:, 0]  # train with the MLP, use raw [CLS] (unsup recipe)
+        if not return_dict:
+            return (outputs.last_hidden_state, pooled)
+        return BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=outputs.last_hidden_state, pooler_output=pooled, hidden_states=outputs.hidden_states
+        )
+
+    def _contrastive_forward(
+        self, input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels, return_dict, **kwargs
+    ):
+        batch_size, num_sent, seq_len = input_ids.shape  # (B, S, L); S = 2 pairs, 3 with hard negatives
+
+        def flat(t: torch.Tensor | None) -> torch.Tensor | None:
+            # (B, S, L) -> (B*S, L), rows ordered ex0-s0, ex0-s1, (ex0-s2), ex1-s0, ...
+            return None if t is None else t.reshape(batch_size * num_sent, -1)
+
+        # One pass over all B*S sentences: the two views of a sentence differ only by dropout.
+        pooled, outputs = self._encode(flat(input_ids), flat(attention_mask), flat(token_type_ids), **kwargs)
+        pooled = pooled.view(batch_size, num_sent, -1)  # (B, S, H)
+        z1, z2 = pooled[:, 0], pooled[:, 1]  # (B, H) anchors, positives
+        z3 = pooled[:, 2] if num_sent == 3 else None  # (B, H) hard negatives
+
+        if self.training and self.config.gather_negatives:
+            z3 = gather_with_local_grad(z3) if z3 is not None else None  # (N, H), N = B * world size
+            z1, z2 = gather_with_local_grad(z1), gather_with_local_grad(z2)
+
+        loss, logits = contrastive_loss(
+            z1, z2, z3, temp=self.config.temp, hard_negative_weight=self.config.hard_negative_weight
+        )
+
+        if self.config.do_mlm and mlm_input_ids is not None:
+            # The MLM objective needs its own pass over the masked ids (dropout active again).
+            mlm_out = self.encoder(
+                input_ids=flat(mlm_input_ids),
+                attention_mask=flat(attention_mask),
+                token_type_ids=flat(token_type_ids),
+                return_dict=True,
+            )
+            scores = self.mlm_head(mlm_out.last_hidden_state)  # (B*S, L, V)
+            mlm_loss = F.cross_entropy(scores.float().view(-1, scores.size(-1)), flat(mlm_labels).view(-1))
+            loss = loss + self.config.mlm_weight * mlm_loss
+
+        if not return_dict:
+            return (loss, logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def _init_simcse_weights(self, module: nn.Module) -> None:
+        # The output bias lives outside nn.Linear, so HF's generic init does not cover it.
+        if isinstance(module, (_BertPredictions, _RobertaMLMHead)):
+            nn.init.zeros_(module.bias)
+
+
+class BertForCL(_SimCSEMixin, BertPreTrainedModel):
+    """SimCSE on a BERT encoder (stored as ``bert``; the MLP is ``bert.pooler``)."""
+
+    _mlm_head_name = "cls"
+    _keys_to_ignore_on_load_unexpected = [r"cls\.seq_relationship", r"lm_head\.decoder\.bias"]
+
+    def __init__(self, config: PretrainedConfig) -> None:
+        super().__init__(config)
+        self._build_simcse(BertModel, _BertMLMHead)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        self._init_simcse_weights(module)
+
+
+class RobertaForCL(_SimCSEMixin, RobertaPreTrainedModel):
+    """SimCSE on a RoBERTa encoder (stored as ``roberta``; the MLP is ``roberta.pooler``)."""
+
+    _mlm_head_name = "lm_head"
+    _keys_to_ignore_on_load_unexpected = [r"lm_head\.decoder\.bias"]
+
+    def __init__(self, config: PretrainedConfig) -> None:
+        super().__init__(config)
+        self._build_simcse(RobertaModel, _RobertaMLMHead)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        self._init_simcse_weights(module)
+
+
+MODEL_CLASSES: dict[str, type] = {"bert": BertForCL, "roberta": RobertaForCL}
+
+
+def model_class_for(config: PretrainedConfig, source: str = "") -> type:
+    """Pick the SimCSE class from ``config.model_type``; a clear error for anything else."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in MODEL_CLASSES:
+        where = f"{source}: " if source else ""
+        raise UnsupportedModelError(
+            f"{where}model type {model_type!r} is not supported; SimCSE heads exist for {', '.join(MODEL_CLASSES)}"
+        )
+    return MODEL_CLASSES[model_type]
+
+
+def load_cl_model(
+    model_name_or_path: str,
+    config: PretrainedConfig | None = None,
+    simcse_settings: dict[str, Any] | None = None,
+    **from_pretrained_kwargs: Any,
+) -> nn.Module:
+    """Load a pre-trained encoder (or a SimCSE checkpoint) into the matching SimCSE head.
+
+    ``simcse_settings`` (pooler_type, temp, ...) are written into the config. A checkpoint that
+    already records a SimCSE ``pooler_type`` keeps its trained MLP; for any other checkpoint the
+    MLP is freshly initialised (BERT's NSP pooler is not SimCSE's MLP) and, with MLM, a missing
+    decoder is initialised by value from the input embeddings.
+    """
+    if config is None:
+        config = AutoConfig.from_pretrained(model_name_or_path)
+    cls = model_class_for(config, model_name_or_path)
+    is_simcse_checkpoint = getattr(config, "pooler_type", None) is not None
+    for name, value in (simcse_settings or {}).items():
+        setattr(config, name, value)
+    model, info = cls.from_pretrained(
+        model_name_or_path, config=config, output_loading_info=True, **from_pretrained_kwargs
+    )
+    missing = set(info.get("missing_keys", []))
+    if config.pooler_type == "cls" and (not is_simcse_checkpoint or any(".pooler." in k for k in missing)):
+        model.reset_mlp()
+    head = model.mlm_head
+    if head is not None and any(k.endswith("decoder.weight") for k in missing):
+        with torch.no_grad():
+            head.decoder.weight.copy_(model.encoder.get_input_embeddings().weight)
+        logger.info("MLM decoder not in checkpoint: initialised from the input embeddings (untied copy)")
+    return model

@@ -1,0 +1,158 @@
+"""What a run leaves in its output folder besides the model: its record, and how to resume it.
+
+``simcse_run.json`` stores the full arguments, the seed and the library versions of the run, so a
+result can be traced and an interrupted run recognised. Checkpoints get a completion marker once
+every file of them is on disk; a folder without it (a kill mid-save) is never resumed from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+RUN_RECORD = "simcse_run.json"
+COMPLETE_MARKER = "simcse_checkpoint_complete"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+# Arguments that may differ between an interrupted run and its continuation.
+_RESUME_NEUTRAL = {
+    "resume_from_checkpoint",
+    "overwrite_output_dir",
+    "logging_dir",
+    "dataloader_num_workers",
+    "disable_tqdm",
+    "report_to",
+    "run_name",
+}
+
+
+class OutputDirError(ValueError):
+    """The output folder holds something this run must not silently overwrite."""
+
+
+def versions() -> dict[str, str]:
+    import datasets
+    import torch
+    import transformers
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def run_record(model_args: Any, data_args: Any, training_args: Any) -> dict[str, Any]:
+    train = training_args.to_dict() if hasattr(training_args, "to_dict") else asdict(training_args)
+    return _jsonable(
+        {
+            "seed": training_args.seed,
+            "model_args": asdict(model_args),
+            "data_args": asdict(data_args),
+            "training_args": train,
+            "versions": versions(),
+            "argv": sys.argv,
+        }
+    )
+
+
+def _comparable(record: dict[str, Any]) -> dict[str, Any]:
+    train = {k: v for k, v in record.get("training_args", {}).items() if k not in _RESUME_NEUTRAL}
+    return {"model_args": record.get("model_args"), "data_args": record.get("data_args"), "training_args": train}
+
+
+def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """``checkpoint-N`` folders of ``output_dir``, oldest first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    return (Path(path) / COMPLETE_MARKER).is_file()
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    done = [p for p in checkpoints(output_dir) if is_complete_checkpoint(p)]
+    return done[-1] if done else None
+
+
+def prepare_output_dir(record: dict[str, Any], training_args: Any, is_main: bool = True) -> str | None:
+    """Decide between a fresh start, a resume and a refusal; return the checkpoint to resume from.
+
+    * ``--overwrite_output_dir``: start afresh (stale ``checkpoint-*`` folders are removed so that
+      they cannot be mistaken for this run's).
+    * ``--resume_from_checkpoint DIR``: resume from DIR, which must be a complete checkpoint.
+    * otherwise, a folder holding the same run (same arguments) with a complete checkpoint is
+      resumed automatically, as transformers' examples do; a folder holding anything else is refused.
+    """
+    out = Path(training_args.output_dir)
+    explicit = training_args.resume_from_checkpoint
+    if explicit:
+        if not is_complete_checkpoint(explicit):
+            raise OutputDirError(f"{explicit}: not a complete checkpoint (missing {COMPLETE_MARKER}); cannot resume")
+        return str(explicit)
+    if getattr(training_args, "overwrite_output_dir", False) or not out.is_dir() or not any(out.iterdir()):
+        if is_main and out.is_dir():
+            for stale in checkpoints(out):
+                shutil.rmtree(stale, ignore_errors=True)
+        return None
+    previous = out / RUN_RECORD
+    if previous.is_file():
+        old = json.loads(previous.read_text(encoding="utf-8"))
+        if _comparable(old) == _comparable(record):
+            last = last_complete_checkpoint(out)
+            if last is not None:
+                logger.info("Resuming the interrupted run from %s", last)
+                return str(last)
+            raise OutputDirError(
+                f"{out}: holds this run's record but no complete checkpoint to resume; "
+                "use --overwrite_output_dir to start again"
+            )
+        raise OutputDirError(
+            f"{out}: already holds a different run ({RUN_RECORD} differs); "
+            "use --overwrite_output_dir or another --output_dir"
+        )
+    raise OutputDirError(f"{out}: exists and is not empty; use --overwrite_output_dir or another --output_dir")
+
+
+def write_run_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> None:
+    path = Path(output_dir) / RUN_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class CheckpointCompletionCallback(TrainerCallback):
+    """Marks a checkpoint complete once transformers has written all its files (``on_save`` fires after)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                with open(folder / COMPLETE_MARKER, "w", encoding="utf-8") as fh:
+                    fh.write(f"{state.global_step}\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        return control

@@ -1,0 +1,163 @@
+"""SimCSE heads on tiny random BERT/RoBERTa: poolers, MLP, dropout views, loading and dispatch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, DistilBertConfig
+
+from simcse.losses import contrastive_loss
+from simcse.models import BertForCL, RobertaForCL, UnsupportedModelError, load_cl_model, model_class_for
+from simcse.poolers import POOLER_TYPES, embed_with_hf_encoder, pool
+from tests.conftest import make_tokenizer
+
+SENTENCES = ["a man is playing the guitar .", "the dog runs in the park", "children eat food", "a cat"]
+
+
+def _batch(model_type: str, sentences=SENTENCES):
+    return make_tokenizer(model_type)(sentences, padding=True, return_tensors="pt")
+
+
+def _hand_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    rows = []
+    for i in range(x.size(0)):
+        keep = [x[i, t] for t in range(x.size(1)) if mask[i, t] == 1]
+        rows.append(torch.stack(keep).sum(0) / len(keep))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_every_pooler_matches_hand_formula(tiny_model_dirs, model_type):
+    model = AutoModel.from_pretrained(tiny_model_dirs[model_type]).eval()
+    batch = _batch(model_type)
+    with torch.no_grad():
+        out = model(**batch, output_hidden_states=True)
+    hs, mask = out.hidden_states, batch["attention_mask"]
+    expected = {
+        "cls_before_pooler": out.last_hidden_state[:, 0],
+        "avg": _hand_masked_mean(out.last_hidden_state, mask),
+        "avg_top2": _hand_masked_mean((hs[-1] + hs[-2]) / 2, mask),
+        "avg_first_last": _hand_masked_mean((hs[1] + hs[-1]) / 2, mask),
+        "avg_first_last_legacy": _hand_masked_mean((hs[0] + hs[-1]) / 2, mask),
+    }
+    # `cls` on a plain encoder is its pooler: tanh(W h_cls + b).
+    dense = model.pooler.dense
+    expected["cls"] = torch.tanh(out.last_hidden_state[:, 0] @ dense.weight.T + dense.bias)
+    assert set(expected) == set(POOLER_TYPES)
+    with torch.no_grad():
+        for name, ref in expected.items():
+            got = embed_with_hf_encoder(model, batch, name)
+            assert torch.allclose(got, ref, atol=1e-5), name
+            if name != "cls":
+                assert torch.allclose(pool(name, mask, out.last_hidden_state, hs), ref, atol=1e-5), name
+
+
+def test_pool_rejects_unknown_name_and_missing_hidden_states():
+    with pytest.raises(ValueError, match="unknown pooler 'mean'"):
+        pool("mean", torch.ones(1, 2), torch.zeros(1, 2, 3))
+    with pytest.raises(ValueError, match="needs the encoder's hidden_states"):
+        pool("avg_top2", torch.ones(1, 2), torch.zeros(1, 2, 3))
+
+
+def _cl(tiny_model_dirs, model_type="bert", **settings):
+    torch.manual_seed(0)
+    return load_cl_model(str(tiny_model_dirs[model_type]), simcse_settings={"pooler_type": "cls", **settings})
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_dispatch_on_model_type(tiny_model_dirs, model_type):
+    model = _cl(tiny_model_dirs, model_type)
+    assert isinstance(model, {"bert": BertForCL, "roberta": RobertaForCL}[model_type])
+
+
+def test_unsupported_model_type_is_refused():
+    with pytest.raises(UnsupportedModelError, match="model type 'distilbert' is not supported"):
+        model_class_for(DistilBertConfig(), "some/dir")
+
+
+def test_mlp_is_freshly_initialised_not_the_pretrained_pooler(tiny_bert_dir):
+    plain = AutoModel.from_pretrained(tiny_bert_dir)
+    model = load_cl_model(str(tiny_bert_dir), simcse_settings={"pooler_type": "cls"})
+    assert not torch.equal(model.bert.pooler.dense.weight, plain.pooler.dense.weight)
+    assert torch.count_nonzero(model.bert.pooler.dense.bias) == 0
+    assert model.bert.pooler.dense.weight.std().item() == pytest.approx(0.02, rel=0.3)
+    # Encoder weights do come from the checkpoint.
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, plain.embeddings.word_embeddings.weight)
+
+
+@pytest.mark.parametrize("mlp_only_train", [False, True])
+def test_mlp_only_train_affects_only_the_embedding_path(tiny_model_dirs, mlp_only_train):
+    model = _cl(tiny_model_dirs, mlp_only_train=mlp_only_train).eval()
+    batch = _batch("bert")
+    with torch.no_grad():
+        emb = model(**batch, sent_emb=True).pooler_output
+        h_cls = model.bert(**batch).last_hidden_state[:, 0]
+        dense = model.bert.pooler.dense
+        with_mlp = torch.tanh(h_cls @ dense.weight.T + dense.bias)
+        assert torch.allclose(emb, h_cls if mlp_only_train else with_mlp, atol=1e-5)
+        # Training always applies the MLP: logits are built from MLP outputs either way.
+        pairs = {k: torch.stack([v[:2], v[2:]], 1) for k, v in batch.items()}  # (2, 2, L)
+        logits = model(**pairs).logits
+        ref_loss, ref = contrastive_loss(with_mlp[:2], with_mlp[2:], temp=0.05)
+        assert torch.allclose(logits, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_two_dropout_views_differ_in_train_mode_and_agree_in_eval(tiny_model_dirs, model_type):
+    model = _cl(tiny_model_dirs, model_type, pooler_type="cls_before_pooler")
+    batch = _batch(model_type)
+    dup = {k: torch.stack([v, v], 1) for k, v in batch.items()}  # (B, 2, L): each sentence twice
+    model.eval()
+    with torch.no_grad():
+        logits = model(**dup).logits
+    assert torch.allclose(torch.diagonal(logits), torch.full((4,), 1 / 0.05), atol=1e-3)  # cos = 1
+    model.train()
+    pooled, _ = model._encode(*(v.reshape(8, -1) for v in (dup["input_ids"], dup["attention_mask"])), None)
+    z = pooled.view(4, 2, -1)
+    assert not torch.allclose(z[:, 0], z[:, 1], atol=1e-4)
+
+
+def test_triples_forward_uses_hard_negative_weight(tiny_model_dirs):
+    model = _cl(tiny_model_dirs, hard_negative_weight=1.5).eval()
+    batch = _batch("bert", SENTENCES + ["red car", "old house"])
+    triples = {k: v.view(2, 3, -1) for k, v in batch.items()}
+    with torch.no_grad():
+        out = model(**triples)
+        emb = model(**batch, sent_emb=True).pooler_output.view(2, 3, -1)
+    loss, logits = contrastive_loss(emb[:, 0], emb[:, 1], emb[:, 2], hard_negative_weight=1.5)
+    assert out.logits.shape == (2, 4)
+    assert torch.allclose(out.logits, logits, atol=1e-4) and out.loss.item() == pytest.approx(loss.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_mlm_loss_is_added_with_its_weight(tiny_model_dirs, model_type):
+    model = _cl(tiny_model_dirs, model_type, do_mlm=True, mlm_weight=0.5).eval()
+    batch = _batch(model_type)
+    pairs = {k: torch.stack([v[:2], v[2:]], 1) for k, v in batch.items()}
+    labels = pairs["input_ids"].clone()
+    labels[pairs["attention_mask"] == 0] = -100
+    with torch.no_grad():
+        base = model(**pairs).loss
+        both = model(**pairs, mlm_input_ids=pairs["input_ids"], mlm_labels=labels).loss
+        h = model.encoder(
+            input_ids=pairs["input_ids"].view(4, -1), attention_mask=pairs["attention_mask"].view(4, -1)
+        ).last_hidden_state
+        scores = model.mlm_head(h)
+        mlm = torch.nn.functional.cross_entropy(scores.view(-1, scores.size(-1)), labels.view(-1))
+    assert both.item() == pytest.approx(base.item() + 0.5 * mlm.item(), rel=1e-5)
+    # Untied: the decoder starts as a copy of the embeddings but is its own parameter.
+    assert model.mlm_head.decoder.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+
+
+def test_checkpoint_records_settings_and_loads_with_automodel(tiny_bert_dir, tmp_path):
+    model = load_cl_model(str(tiny_bert_dir), simcse_settings={"pooler_type": "cls", "temp": 0.1}).eval()
+    model.save_pretrained(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert (config.pooler_type, config.temp, config.mlp_only_train) == ("cls", 0.1, False)
+    batch = _batch("bert")
+    plain = AutoModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(**batch).pooler_output, model(**batch, sent_emb=True).pooler_output, atol=1e-6)
+    # Reloading a SimCSE checkpoint keeps the trained MLP instead of re-initialising it.
+    again = load_cl_model(str(tmp_path))
+    assert torch.equal(again.bert.pooler.dense.weight, model.bert.pooler.dense.weight)
