@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     record = run_record(model_args, data_args, training_args)
     resume_from = prepare_output_dir(record, training_args, is_main=training_args.process_index == 0)
-    evaluating = training_args.eval_strategy != "no" or training_args.do_eval
+    evaluating = training_args.eval_strategy != "no" or training_args.final_eval
     data_dir = resolve_senteval_data_dir(training_args.senteval_data_dir)
     if evaluating:
         check_senteval_data(data_dir)
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         from simcse.analysis import stsb_alignment_uniformity
 
         def extra_metrics(embed, folder):
-            return stsb_alignment_uniformity(embed, folder, split="dev")
+            found = stsb_alignment_uniformity(embed, folder, split="dev")
+            return {"align": found["align"], "uniform": found["uniform"]}
 
     if training_args.process_index == 0:
         write_run_record(training_args.output_dir, record)
@@ -180,10 +181,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_state()
         if trainer.is_world_process_zero():
             _write_sorted(Path(training_args.output_dir) / "train_results.txt", train_metrics)
-            finalize(training_args.output_dir, data_args, trainer)
+            finalize(training_args.output_dir, model_args, data_args, trainer)
         results.update(train_metrics)
 
-    if training_args.do_eval:
+    if training_args.final_eval:
         eval_metrics = trainer.evaluate(eval_senteval_transfer=True)
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
@@ -193,11 +194,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return results
 
 
-def finalize(output_dir: str, data_args: DataTrainingArguments, trainer: CLTrainer) -> None:
+def finalize(
+    output_dir: str, model_args: ModelArguments, data_args: DataTrainingArguments, trainer: CLTrainer
+) -> None:
     """Turn ``output_dir`` into the inference format and draw the training plots."""
     from simcse.export import finalize_output_dir
 
-    finalize_output_dir(output_dir, max_seq_length=data_args.max_seq_length)
+    report = finalize_output_dir(
+        output_dir,
+        trainer.model.config,
+        base_model=model_args.model_name_or_path,
+        max_seq_length=data_args.max_seq_length,
+    )
+    logger.info("%s", report.summary())
     args = trainer.args
     if getattr(args, "plot_training", False) and any("eval_stsb_spearman" in e for e in trainer.state.log_history):
         from simcse.analysis import plot_training

@@ -137,6 +137,9 @@ class OurTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        # transformers turns do_eval on whenever an eval strategy is set; the final SentEval pass
+        # (STS dev + 7 transfer tasks, minutes on a CPU) runs only when --do_eval was asked for.
+        self.final_eval = bool(self.do_eval)
         if self.evaluation_strategy is not None:
             self.eval_strategy = self.evaluation_strategy
         if self.fp16 and not torch.cuda.is_available():
