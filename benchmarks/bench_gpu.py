@@ -1,0 +1,370 @@
+"""Unsupervised SimCSE training throughput on one GPU: BERT-base from config, fp32 / tf32 / bf16 / bf16+compile.
+
+    python benchmarks/bench_gpu.py --out gpu_results.json           # on a CUDA machine (~4-5 min)
+    python benchmarks/bench_gpu.py --cpu-smoke --out smoke.json      # tiny config, 2 steps, on the CPU
+
+Why a random-weight model from ``BertConfig()``: throughput does not depend on the weights, and the GPU
+machine has no network, so no checkpoint is needed (BERT-base shapes: 12 layers, hidden 768, vocab 30522).
+
+Each training step is what ``train.py`` runs for unsup SimCSE: a (B, 2, L) batch (each sentence twice) goes
+through ``BertForCL`` in ONE encoder pass over 2B sequences, contrastive loss, backward, fused AdamW.
+Token ids are random with lengths uniform in [10, max_seq_len], padded per batch to the longest, rounded up
+to a multiple of 8 (so L is almost always 32 at these batch sizes and ``torch.compile`` does not recompile).
+
+Modes (the blocks of all modes are interleaved per batch size, median of the repeats):
+
+* ``fp32``          strict fp32 matmuls (``set_float32_matmul_precision('highest')``).
+* ``tf32``          fp32 weights and activations, matmuls on the tensor cores in TF32 (``'high'``).
+* ``bf16``          ``torch.autocast(dtype=bfloat16)``, fp32 master weights (what ``--bf16`` does in Trainer).
+* ``bf16_compile``  as ``bf16`` with ``torch.compile(model)``; a compile failure is reported, not fatal.
+* ``bf16_compile_cg``  as ``bf16_compile`` with ``mode="reduce-overhead"`` (CUDA graphs): at batch 64 a step is
+                    only ~4096 tokens, so kernel-launch and Python overhead, not arithmetic, bound it.
+
+FLOP count (for MFU), per training step, with T = 2B * L padded tokens (the compute the GPU really does:
+SDPA still multiplies the padded positions), N = non-embedding encoder parameters, n layers, hidden H:
+
+    FLOPs = 6 * N * T              (fwd 2NT + bwd 4NT for every linear layer)
+          + 12 * n * L * H * T     (attention scores QK^T and the weighted sum AV: 2 * 2LH per token
+                                    per layer forward, times 3 for forward + backward)
+
+Embeddings (gathers), the MLP on the [CLS] rows, layer norms, softmax and the (2B x B) loss are left out
+(< 1%). MFU = achieved FLOP/s / the card's dense bf16 peak (H100 SXM / H200: 989 TFLOP/s; H100 PCIe 756),
+for every mode, fp32 included, so the figures say how much of the card each mode uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    ensure_repo_on_path,
+    interleaved_throughput,
+    machine_info,
+    median,
+    print_json_line,
+    print_table,
+)
+
+ensure_repo_on_path()
+
+MODES = ("fp32", "tf32", "bf16", "bf16_compile", "bf16_compile_cg")
+EPOCH_SENTENCES = 1_000_000
+EPOCH_BATCH = 64
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendor datasheets, in FLOP/s; matched in this order.
+PEAK_BF16: tuple[tuple[tuple[str, ...], float], ...] = (
+    (("H200",), 989e12),
+    (("H100", "PCIE"), 756e12),
+    (("H100",), 989e12),
+    (("A100",), 312e12),
+)
+
+
+def peak_bf16_flops(device_name: str) -> float | None:
+    """The card's dense bf16 peak, detected from ``torch.cuda.get_device_name``; None if unknown (no MFU then)."""
+    name = device_name.upper()
+    for needles, peak in PEAK_BF16:
+        if all(n in name for n in needles):
+            return peak
+    return None
+
+
+def train_flops_per_step(n_params: int, n_layers: int, hidden: int, seqs: int, seq_len: int) -> float:
+    """Model FLOPs of one training step over ``seqs`` sequences of ``seq_len`` tokens (formula in the docstring)."""
+    tokens = seqs * seq_len
+    return 6.0 * n_params * tokens + 12.0 * n_layers * seq_len * hidden * tokens
+
+
+def make_config(tiny: bool) -> Any:
+    from transformers import BertConfig
+
+    if tiny:  # the CPU smoke test: the shape of the real run, nothing of its size
+        cfg = BertConfig(
+            vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
+        )
+    else:
+        cfg = BertConfig()  # BERT-base defaults: vocab 30522, 12 x 768, 12 heads, 3072, dropout 0.1
+    cfg.pooler_type, cfg.temp, cfg.mlp_only_train = "cls", 0.05, True  # the unsup recipe
+    return cfg
+
+
+def make_batches(
+    n_batches: int, batch_size: int, max_len: int, min_len: int, vocab: int, device: torch.device, seed: int = 0
+) -> list[dict[str, torch.Tensor]]:
+    """Random (B, 2, L) batches: per sentence a length in [min_len, max_len], [CLS] ... [SEP], padded to the batch's
+    longest rounded up to a multiple of 8; the two views of a sentence are the same ids (unsup SimCSE)."""
+    gen = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n_batches):
+        lengths = torch.randint(min_len, max_len + 1, (batch_size,), generator=gen)
+        width = min(max_len, int(math.ceil(int(lengths.max()) / 8) * 8))
+        ids = torch.randint(1000 if vocab > 2000 else 5, vocab, (batch_size, width), generator=gen)
+        positions = torch.arange(width).unsqueeze(0)  # (1, L)
+        mask = (positions < lengths.unsqueeze(1)).long()  # (B, L)
+        ids[:, 0] = 101 % vocab  # [CLS]
+        ids[torch.arange(batch_size), lengths - 1] = 102 % vocab  # [SEP]
+        ids = ids * mask  # [PAD] = 0
+        two = {
+            "input_ids": ids.unsqueeze(1).expand(-1, 2, -1).contiguous(),  # (B, 2, L)
+            "attention_mask": mask.unsqueeze(1).expand(-1, 2, -1).contiguous(),
+            "token_type_ids": torch.zeros(batch_size, 2, width, dtype=torch.long),
+        }
+        batches.append({k: v.to(device, non_blocking=True) for k, v in two.items()})
+    return batches
+
+
+@dataclass
+class ModeRunner:
+    """One mode's training step on a shared model/optimizer (the modes are timed against each other)."""
+
+    name: str
+    model: torch.nn.Module
+    forward: Callable[..., Any]
+    optimizer: torch.optim.Optimizer
+    batches: list[dict[str, torch.Tensor]]
+    device: torch.device
+    error: str | None = None
+    compile_s: float | None = None
+    cursor: int = 0
+    losses: list[float] = field(default_factory=list)
+
+    def _precision(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = self.name == "tf32"
+            torch.backends.cudnn.allow_tf32 = self.name == "tf32"
+        if self.name.startswith("bf16"):
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def step(self) -> torch.Tensor:
+        batch = self.batches[self.cursor % len(self.batches)]
+        self.cursor += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.name.endswith("_cg"):
+            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier graph outputs may be reused
+        with self._precision():
+            loss = self.forward(**batch).loss
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def block(self, steps: int) -> int:
+        """Run ``steps`` steps; returns the number of sentences (examples) trained on."""
+        for _ in range(steps):
+            loss = self.step()
+        self.losses.append(float(loss.detach()))  # one sync per block, after the work was queued
+        return steps * self.batches[0]["input_ids"].shape[0]
+
+
+def sync_fn(device: torch.device) -> Callable[[], None] | None:
+    return torch.cuda.synchronize if device.type == "cuda" else None
+
+
+def build_runners(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list[dict[str, torch.Tensor]],
+    modes: list[str],
+    device: torch.device,
+    warmup_steps: int,
+) -> list[ModeRunner]:
+    """Warm every mode up (compiling where asked); a mode that fails keeps its error and is not timed."""
+    runners = []
+    for mode in modes:
+        forward = model
+        if "compile" in mode:  # L is fixed by the padding to 8, so no dynamic shapes
+            cg = mode.endswith("_cg")
+            forward = torch.compile(model, dynamic=False, mode="reduce-overhead" if cg else None)
+        runner = ModeRunner(mode, model, forward, optimizer, batches, device)
+        start = time.perf_counter()
+        try:
+            runner.block(warmup_steps)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        except Exception as err:  # noqa: BLE001 - report any failure (compile, OOM) and go on with the others
+            runner.error = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+            traceback.print_exc(limit=3)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        if "compile" in mode:
+            runner.compile_s = time.perf_counter() - start
+        runners.append(runner)
+    return runners
+
+
+def peak_memory(runner: ModeRunner, device: torch.device) -> float | None:
+    """Peak allocated GiB over two steps of this mode (weights, grads and AdamW state included).
+
+    Under CUDA graphs (``_cg``) activations live in the graph's private pool, captured during warm-up, so this
+    figure leaves them out; ``peak_reserved_gib`` (read right after) is the one to compare there.
+    """
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    runner.block(2)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def peak_reserved(device: torch.device) -> float | None:
+    """Peak GiB held by the caching allocator: unlike the allocated peak it includes CUDA-graph pools."""
+    return torch.cuda.max_memory_reserved() / 2**30 if device.type == "cuda" else None
+
+
+def run_batch_size(args: argparse.Namespace, batch_size: int, device: torch.device, peak: float | None) -> list[dict]:
+    from simcse.models import BertForCL
+
+    torch.manual_seed(0)
+    config = make_config(args.cpu_smoke)
+    model = BertForCL._from_config(config, attn_implementation="sdpa").to(device).train()
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, fused=fused)
+    batches = make_batches(8, batch_size, args.max_seq_len, args.min_len, config.vocab_size, device)
+    n_params = sum(p.numel() for p in model.bert.encoder.parameters())  # non-embedding (pooler MLP left out)
+
+    runners = build_runners(model, optimizer, batches, args.modes, device, args.warmup_steps)
+    ok = [r for r in runners if r.error is None]
+    rates = interleaved_throughput(
+        {r.name: (lambda r=r: r.block(args.steps)) for r in ok}, repeats=args.repeats, warmup=0, sync=sync_fn(device)
+    )
+    mean_len = sum(int(b["input_ids"].shape[-1]) for b in batches) / len(batches)
+    flops_step = train_flops_per_step(
+        n_params, config.num_hidden_layers, config.hidden_size, 2 * batch_size, int(round(mean_len))
+    )
+    records = []
+    for r in runners:
+        rec: dict[str, Any] = {
+            "bench": "gpu_train",
+            "batch_size": batch_size,
+            "mode": r.name,
+            "seq_len_padded": mean_len,
+            "status": "ok" if r.error is None else "error",
+        }
+        if r.error is not None:
+            rec["error"] = r.error
+        else:
+            sps = median(rates[r.name])
+            achieved = flops_step * sps / batch_size
+            rec.update(
+                sentences_per_s=sps,
+                sentences_per_s_all=[round(x, 1) for x in rates[r.name]],
+                step_ms=1000.0 * batch_size / sps,
+                model_tflops=achieved / 1e12,
+                mfu=achieved / peak if peak else None,
+                peak_mem_gib=peak_memory(r, device),
+                peak_reserved_gib=peak_reserved(device),
+                last_loss=r.losses[-1],
+            )
+        if r.compile_s is not None:
+            rec["compile_and_warmup_s"] = r.compile_s
+        records.append(rec)
+        print_json_line(rec)
+    del runners, ok, optimizer, model, batches
+    torch._dynamo.reset()  # the next batch size compiles afresh, not as a dynamic-shape recompile
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return records
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[64, 512])
+    p.add_argument("--max_seq_len", type=int, default=32)
+    p.add_argument("--min_len", type=int, default=10)
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--steps", type=int, default=10, help="training steps per timed block")
+    p.add_argument("--repeats", type=int, default=5, help="timed blocks per mode (interleaved); the median is kept")
+    p.add_argument("--warmup_steps", type=int, default=3, help="untimed steps per mode first (compile happens here)")
+    p.add_argument("--out", type=str, default=None, help="write all records to this JSON file")
+    p.add_argument(
+        "--cpu-smoke",
+        "--cpu_smoke",
+        dest="cpu_smoke",
+        action="store_true",
+        help="tiny config, 2 steps, no compile, on the CPU (automatic when CUDA is missing)",
+    )
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available() and not args.cpu_smoke:
+        print("no CUDA device: running the CPU smoke path (--cpu-smoke)", flush=True)
+        args.cpu_smoke = True
+    if args.cpu_smoke:
+        args.steps, args.repeats, args.warmup_steps = 2, 1, 1
+        args.batch_sizes = [min(b, 8) for b in args.batch_sizes[:1]]
+        args.modes = [m for m in args.modes if "compile" not in m and m != "tf32"] or ["fp32"]
+    return args
+
+
+def _iter_summary(records: list[dict]) -> Iterator[list[Any]]:
+    for r in records:
+        if r["status"] != "ok":
+            yield [r["batch_size"], r["mode"], "FAILED", "", "", "", "", r["error"][:60]]
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
+        mem = f"{r['peak_mem_gib']:.2f}" if r.get("peak_mem_gib") is not None else "n/a"
+        note = f"compile+warmup {r['compile_and_warmup_s']:.0f}s" if "compile_and_warmup_s" in r else ""
+        yield [r["batch_size"], r["mode"], r["sentences_per_s"], r["step_ms"], r["model_tflops"], mfu, mem, note]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = torch.device("cpu" if args.cpu_smoke else "cuda")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    info = machine_info()
+    peak = peak_bf16_flops(info.get("gpu", "")) if device.type == "cuda" else None
+    print(f"machine: {info}; dense bf16 peak used for MFU: {peak / 1e12 if peak else 'n/a'} TFLOP/s", flush=True)
+    records: list[dict] = []
+    result: dict[str, Any] = {"machine": info, "peak_bf16_flops": peak, "args": vars(args), "records": records}
+    for bs in args.batch_sizes:
+        records.extend(run_batch_size(args, bs, device, peak))
+        if args.out:  # written after each batch size, so a run cut short still leaves its figures
+            Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+
+    print_table(
+        ["batch", "mode", "sent/s", "step ms", "model TFLOP/s", "MFU", "peak GiB", "note"],
+        list(_iter_summary(records)),
+        title=f"Unsup SimCSE training, {'tiny config (CPU smoke)' if args.cpu_smoke else 'BERT-base'}, "
+        f"max_seq_len {args.max_seq_len}, {info.get('gpu', info['cpu'])}",
+    )
+    at_epoch_batch = [r for r in records if r["status"] == "ok" and r["batch_size"] == EPOCH_BATCH]
+    summary: dict[str, Any] = {"bench": "gpu_summary", "device": info.get("gpu", info["cpu"])}
+    if at_epoch_batch:
+        best = max(at_epoch_batch, key=lambda r: r["sentences_per_s"])
+        steps = EPOCH_SENTENCES // EPOCH_BATCH
+        epoch_s = steps * best["step_ms"] / 1000.0
+        summary.update(best_mode_b64=best["mode"], epoch_steps=steps, epoch_projected_s=epoch_s)
+        print(
+            f"\nprojected epoch (1,000,000 sentences, batch 64 = {steps:,} steps) with {best['mode']}: "
+            f"{epoch_s:.0f} s = {epoch_s / 60:.1f} min (training steps only, no evaluation)"
+        )
+    fp32 = {r["batch_size"]: r for r in records if r["mode"] == "fp32" and r["status"] == "ok"}
+    speedups = {
+        f"{r['mode']}_vs_fp32_b{r['batch_size']}": r["sentences_per_s"] / fp32[r["batch_size"]]["sentences_per_s"]
+        for r in records
+        if r["status"] == "ok" and r["batch_size"] in fp32 and r["mode"] != "fp32"
+    }
+    summary["speedup_vs_fp32"] = speedups
+    result["summary"] = summary
+    print_json_line(summary)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()

