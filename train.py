@@ -39,16 +39,51 @@ from simcse.trainer import CLTrainer, NonFiniteLossError
 
 logger = logging.getLogger("simcse.train")
 
+
+class ArgumentsError(ValueError):
+    """An argument value the dataclasses' checks rejected (e.g. ``--pooler_type max``)."""
+
+
 # Errors that are the user's input, reported as one line by the CLI.
-USER_ERRORS = (DataFormatError, UnsupportedModelError, OutputDirError, NonFiniteLossError, FileNotFoundError)
+USER_ERRORS = (
+    ArgumentsError,
+    DataFormatError,
+    UnsupportedModelError,
+    OutputDirError,
+    NonFiniteLossError,
+    FileNotFoundError,
+)
+
+# Weight files transformers can load a local model folder from (sharded checkpoints have an index).
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArguments, OurTrainingArguments]:
+    """Parse the flags; a value rejected by a ``__post_init__`` check becomes a one-line :class:`ArgumentsError`."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, OurTrainingArguments))
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+        return parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:
+        raise ArgumentsError(str(err)) from err
+
+
+def check_model_weights(model_name_or_path: str) -> None:
+    """A local model folder must hold weights: without them transformers fails only after tokenising, with an
+    OSError traceback; say which folder is incomplete before any work (hub ids are left to transformers)."""
+    folder = Path(model_name_or_path)
+    if folder.is_dir() and not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"{folder}: model folder has no weights (expected {' or '.join(WEIGHT_FILES[::2])}); "
+            "is the download or the copy incomplete?"
+        )
 
 
 def setup_logging(training_args: OurTrainingArguments) -> None:
@@ -79,6 +114,8 @@ def _write_sorted(path: Path, metrics: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Train (and with ``--do_eval`` evaluate) as the command line ``argv`` says; returns the metrics."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
     logger.warning(
@@ -95,9 +132,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "Launch with `torchrun --nproc_per_node N train.py ...` or set CUDA_VISIBLE_DEVICES"
         )
     if model_args.model_name_or_path is None:
-        raise ValueError("--model_name_or_path is required")
+        raise ArgumentsError("--model_name_or_path is required")
 
-    record = run_record(model_args, data_args, training_args)
+    record = run_record(model_args, data_args, training_args, argv=["train.py", *argv])
     resume_from = prepare_output_dir(record, training_args, is_main=training_args.process_index == 0)
     evaluating = training_args.eval_strategy != "no" or training_args.final_eval
     data_dir = resolve_senteval_data_dir(training_args.senteval_data_dir)
@@ -112,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     }
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_kwargs)
     model_class_for(config, model_args.model_name_or_path)  # unsupported types fail before any work
+    check_model_weights(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path,
         use_fast=model_args.use_fast_tokenizer,
@@ -135,6 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         **hub_kwargs,
         **extra,
     )
+    model.length_buckets = model_args.length_buckets
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
 

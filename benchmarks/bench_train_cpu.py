@@ -89,7 +89,13 @@ class Side:
 
 
 def build_ours(
-    model_path: str, texts: list[str], batch_size: int, max_len: int, lr: float, two_pass: bool = False
+    model_path: str,
+    texts: list[str],
+    batch_size: int,
+    max_len: int,
+    lr: float,
+    two_pass: bool = False,
+    length_buckets: int = 1,
 ) -> Side:
     """Our training step; ``two_pass`` prototypes the peer's layout (one encoder pass per view) to explain the gap."""
     from transformers import AutoTokenizer
@@ -106,6 +112,7 @@ def build_ours(
     features = [{k: rows[k][i] for k in rows} for i in range(len(data))]
     batches = [features[i : i + batch_size] for i in range(0, len(features) - batch_size + 1, batch_size)]
     model = load_cl_model(model_path, simcse_settings={"pooler_type": "cls", "temp": 0.05, "mlp_only_train": True})
+    model.length_buckets = length_buckets  # train.py --length_buckets
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     collator = SimCSECollator(tokenizer)
@@ -124,7 +131,8 @@ def build_ours(
         optimizer.step()
         return float(loss.detach())
 
-    return Side("ours_2pass" if two_pass else "ours", batches, collator, train)
+    name = "ours_2pass" if two_pass else ("ours" if length_buckets == 1 else f"ours_buckets{length_buckets}")
+    return Side(name, batches, collator, train)
 
 
 def build_peer(model_path: str, texts: list[str], batch_size: int, max_len: int, lr: float) -> Side:
@@ -163,6 +171,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed blocks per side first")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument(
+        "--length_buckets",
+        type=int,
+        default=4,
+        help="also time ours with train.py --length_buckets N (length-sorted buckets, less padding); 1 = off",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--explain",
@@ -189,6 +203,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ours": build_ours(args.model, texts, args.batch_size, args.max_seq_len, args.lr),
         "peer": build_peer(args.model, texts, args.batch_size, args.max_seq_len, args.lr),
     }
+    if args.length_buckets > 1:
+        sides[f"ours_buckets{args.length_buckets}"] = build_ours(
+            args.model, texts, args.batch_size, args.max_seq_len, args.lr, length_buckets=args.length_buckets
+        )
     if args.explain:
         sides["ours_2pass"] = build_ours(args.model, texts, args.batch_size, args.max_seq_len, args.lr, two_pass=True)
     cpu_rates: dict[str, list[float]] = {}
@@ -231,6 +249,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append([f"{a}/{b}", wall, cpu, "", "", "", ""])
 
     ratio("ours", "peer")
+    if args.length_buckets > 1:
+        ratio(f"ours_buckets{args.length_buckets}", "peer")
     if args.explain:
         ratio("ours", "ours_2pass")
         ratio("ours_2pass", "peer")

@@ -51,6 +51,13 @@ class ModelArguments:
         default=True,
         metadata={"help": "(ours) Under DDP, use every rank's sentences as negatives, as the paper does."},
     )
+    length_buckets: int = field(
+        default=1,
+        metadata={
+            "help": "(ours) Encode each training batch as N length-sorted buckets, each padded to its own length: "
+            "same loss, fewer padded positions (4 is ~1.2x faster on CPU); 1 = one padded pass as the original."
+        },
+    )
     attn_implementation: str | None = field(
         default=None, metadata={"help": "(ours) Attention kernel: sdpa (default when available), eager, ..."}
     )
@@ -58,6 +65,8 @@ class ModelArguments:
     def __post_init__(self) -> None:
         if self.pooler_type not in TRAIN_POOLERS:
             raise ValueError(f"--pooler_type {self.pooler_type!r} is not one of: {', '.join(TRAIN_POOLERS)}")
+        if self.length_buckets < 1:
+            raise ValueError(f"--length_buckets must be >= 1, got {self.length_buckets}")
         if self.temp <= 0:
             raise ValueError(f"--temp must be positive, got {self.temp}")
 

@@ -161,3 +161,21 @@ def test_checkpoint_records_settings_and_loads_with_automodel(tiny_bert_dir, tmp
     # Reloading a SimCSE checkpoint keeps the trained MLP instead of re-initialising it.
     again = load_cl_model(str(tmp_path))
     assert torch.equal(again.bert.pooler.dense.weight, model.bert.pooler.dense.weight)
+
+
+@pytest.mark.parametrize("pooler_type", ["cls", "avg", "avg_first_last"])
+def test_length_buckets_compute_the_same_loss_and_gradients(tiny_model_dirs, pooler_type):
+    """Bucketed encoding only drops padded positions: loss and gradients equal one padded pass."""
+    sentences = ["a", "the dog runs in the park with a red ball", "children eat", "a man is playing the guitar ."]
+    batch = _batch("bert", sentences * 2)
+    pairs = {k: torch.stack([v[:4], v[4:]], 1) for k, v in batch.items()}  # (4, 2, L), different lengths
+    results = []
+    for buckets in (1, 3):
+        model = _cl(tiny_model_dirs, pooler_type=pooler_type).eval()  # eval: no dropout, comparable
+        model.length_buckets = buckets
+        out = model(**pairs)
+        out.loss.backward()
+        results.append((out.loss.detach(), out.logits.detach(), model.bert.embeddings.word_embeddings.weight.grad))
+    (l1, g1, w1), (l3, g3, w3) = results
+    assert torch.allclose(l1, l3, atol=1e-5) and torch.allclose(g1, g3, atol=1e-4)
+    assert torch.allclose(w1, w3, atol=1e-6)
