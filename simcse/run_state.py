@@ -60,7 +60,14 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def run_record(model_args: Any, data_args: Any, training_args: Any) -> dict[str, Any]:
+def run_record(
+    model_args: Any, data_args: Any, training_args: Any, argv: list[str] | None = None
+) -> dict[str, Any]:
+    """The record saved as ``simcse_run.json``; ``argv`` is the command line that was parsed.
+
+    ``argv`` defaults to ``sys.argv``, which is only right for the command line: ``train.main(argv)`` called
+    from Python (tests, notebooks) passes its own list, otherwise the caller's ``sys.argv`` would be recorded.
+    """
     train = training_args.to_dict() if hasattr(training_args, "to_dict") else asdict(training_args)
     return _jsonable(
         {
@@ -69,7 +76,7 @@ def run_record(model_args: Any, data_args: Any, training_args: Any) -> dict[str,
             "data_args": asdict(data_args),
             "training_args": train,
             "versions": versions(),
-            "argv": sys.argv,
+            "argv": list(sys.argv if argv is None else argv),
         }
     )
 
@@ -97,6 +104,18 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return done[-1] if done else None
 
 
+def _remove_incomplete_checkpoints(output_dir: Path) -> None:
+    """Delete ``checkpoint-N`` folders without the marker (a kill mid-save) before resuming.
+
+    They are never resumed from, but left in place the resumed run would write into them (stale partial
+    files mixed with new ones) and transformers' ``save_total_limit`` rotation would count them.
+    """
+    for folder in checkpoints(output_dir):
+        if not is_complete_checkpoint(folder):
+            logger.warning("%s: incomplete checkpoint (no %s), removed before resuming", folder, COMPLETE_MARKER)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def prepare_output_dir(record: dict[str, Any], training_args: Any, is_main: bool = True) -> str | None:
     """Decide between a fresh start, a resume and a refusal; return the checkpoint to resume from.
 
@@ -104,7 +123,8 @@ def prepare_output_dir(record: dict[str, Any], training_args: Any, is_main: bool
       they cannot be mistaken for this run's).
     * ``--resume_from_checkpoint DIR``: resume from DIR, which must be a complete checkpoint.
     * otherwise, a folder holding the same run (same arguments) with a complete checkpoint is
-      resumed automatically, as transformers' examples do; a folder holding anything else is refused.
+      resumed automatically, as transformers' examples do (incomplete checkpoint folders, left by a kill
+      mid-save, are removed first); a folder holding anything else is refused.
     """
     out = Path(training_args.output_dir)
     explicit = training_args.resume_from_checkpoint
@@ -124,6 +144,8 @@ def prepare_output_dir(record: dict[str, Any], training_args: Any, is_main: bool
             last = last_complete_checkpoint(out)
             if last is not None:
                 logger.info("Resuming the interrupted run from %s", last)
+                if is_main:
+                    _remove_incomplete_checkpoints(out)
                 return str(last)
             raise OutputDirError(
                 f"{out}: holds this run's record but no complete checkpoint to resume; "
