@@ -1,0 +1,96 @@
+"""Evaluate a sentence encoder with SentEval, as the original ``evaluation.py`` (SPEC 5).
+
+Example: ``python evaluation.py --model_name_or_path princeton-nlp/sup-simcse-bert-base-uncased
+--pooler cls --task_set sts --mode test``. Bad data prints one ``error: FILE:LINE: problem`` line and
+exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from simcse import evaluation as ev
+from simcse.poolers import POOLER_TYPES, eval_pooler_from_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The original arguments plus data/device/batching/output options.
+
+    Extra analyses (e.g. --alignment_uniformity) add their own flags here and their results to
+    ``run()``'s ``extra`` dict.
+    """
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model_name_or_path", required=True, help="HF-format checkpoint (folder or hub id)")
+    p.add_argument("--pooler", choices=POOLER_TYPES, default=None,
+                   help="default: the checkpoint's own config (SimCSE-trained), else 'cls' as the original")
+    p.add_argument("--mode", choices=ev.MODES, default="test",
+                   help="test: full classifiers, test numbers; dev: fast classifiers, dev numbers; "
+                        "fasttest: fast classifiers, test numbers")
+    p.add_argument("--task_set", choices=("sts", "transfer", "full", "na"), default="sts",
+                   help="overrides --tasks unless 'na'")
+    p.add_argument("--tasks", nargs="+", default=list(ev.DEFAULT_TASKS))
+    p.add_argument("--data_dir", default=None,
+                   help="SentEval downstream folder (default: $SENTEVAL_DATA_DIR or SentEval/data/downstream)")
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--max_seq_length", type=int, default=None, help="truncate longer inputs (default: model max)")
+    p.add_argument("--device", default=None, help="default: cuda:0 if available, else cpu")
+    p.add_argument("--output_json", default=None, help="write machine-readable results to this path")
+    p.add_argument("--no_progress", action="store_true", help="hide the per-task progress bars")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Evaluate and print the tables; returns the JSON-ready report."""
+    import senteval
+
+    data_dir = ev.resolve_data_dir(args.data_dir)
+    tasks = list(ev.TASK_SETS[args.task_set]) if args.task_set != "na" else list(args.tasks)
+    unknown = [t for t in tasks if t not in senteval.TASKS]
+    if unknown:
+        raise SystemExit(f"error: unknown task(s) {unknown}; available: {', '.join(senteval.TASKS)}")
+    device = args.device or ev.default_device()
+    model, tokenizer = ev.load_encoder(args.model_name_or_path, device)
+    pooler = args.pooler or eval_pooler_from_config(model.config) or "cls"
+    warning = ev.cls_pooler_warning(model, pooler)
+    if warning:
+        print(warning, file=sys.stderr)
+    embed = ev.make_embed_fn(model, tokenizer, pooler, device, args.max_seq_length, args.batch_size)
+    results = ev.run_senteval(embed, tasks, args.mode, data_dir, args.batch_size, device,
+                              progress=not args.no_progress)
+    print(ev.format_tables(results, args.mode, tasks))
+    extra: dict = {}  # hook for additional analyses (alignment/uniformity, ...)
+    return {
+        "model": str(args.model_name_or_path),
+        "pooler": pooler,
+        "mode": args.mode,
+        "tasks": tasks,
+        "data_dir": str(data_dir),
+        "table": ev.table_values(results, args.mode),
+        "results": ev.to_jsonable(results),
+        "extra": extra,
+        "versions": ev.versions(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from senteval.utils import DataError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="%(asctime)s : %(message)s", level=logging.WARNING)
+    try:
+        report = run(args)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.output_json:
+        with open(args.output_json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

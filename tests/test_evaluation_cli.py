@@ -1,0 +1,185 @@
+"""evaluation.main on the tiny random BERT with synthetic data: printed numbers vs an independent
+computation, pooler defaults/warnings, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from transformers import AutoModel, AutoTokenizer
+
+import evaluation
+from tests.test_senteval_sts import YEARS, make_sts_data
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return make_sts_data(tmp_path_factory.mktemp("cli") / "downstream", seed=3)
+
+
+def independent_sts(model_dir: Path, data: Path) -> dict[str, float]:
+    """avg-pooled cosine Spearman x100 per STS task, with plain transformers, one sentence at a time."""
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+
+    def emb(s: str) -> np.ndarray:
+        with torch.no_grad():
+            return model(**tok(s, return_tensors="pt")).last_hidden_state[0].mean(0).numpy()
+
+    def score(pairs: list[tuple[str, str]], gold: list[float]) -> float:
+        cache = {s: emb(s) for s in {x for p in pairs for x in p}}  # each distinct sentence once
+        cosv = [float(cache[a] @ cache[b] / np.linalg.norm(cache[a]) / np.linalg.norm(cache[b])) for a, b in pairs]
+        return 100 * float(spearmanr(cosv, gold)[0])
+
+    out = {}
+    for folder, subsets in YEARS.items():
+        pairs, gold = [], []
+        for s in subsets:
+            ins = (data / "STS" / folder / f"STS.input.{s}.txt").read_text().splitlines()
+            gs = (data / "STS" / folder / f"STS.gs.{s}.txt").read_text().splitlines()
+            for line, g in zip(ins, gs):
+                if g:
+                    pairs.append(tuple(line.split("\t")))
+                    gold.append(float(g))
+        out[folder[:5]] = score(pairs, gold)
+    rows = [r.split("\t") for r in (data / "STS" / "STSBenchmark" / "sts-test.csv").read_text().splitlines()]
+    out["STSBenchmark"] = score([(r[5], r[6]) for r in rows], [float(r[4]) for r in rows])
+    rows = [r.split("\t") for r in (data / "SICK" / "SICK_test_annotated.txt").read_text().splitlines()[1:]]
+    out["SICKRelatedness"] = score([(r[1], r[2]) for r in rows], [float(r[3]) for r in rows])
+    return out
+
+
+def parse_first_table(text: str) -> dict[str, float]:
+    rows = [ln for ln in text.splitlines() if ln.startswith("|")]
+    names = [c.strip() for c in rows[0].strip("|").split("|")]
+    vals = [float(c) for c in rows[1].strip("|").split("|")]
+    return dict(zip(names, vals))
+
+
+def test_cli_sts_table_matches_independent(tiny_bert_dir: Path, data_dir: Path, tmp_path: Path, capsys) -> None:
+    out_json = tmp_path / "r.json"
+    assert evaluation.main(["--model_name_or_path", str(tiny_bert_dir), "--pooler", "avg", "--data_dir",
+                            str(data_dir), "--device", "cpu", "--no_progress", "--output_json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == "------ test ------"
+    table = parse_first_table(text)
+    ref = independent_sts(tiny_bert_dir, data_dir)
+    for task, value in ref.items():
+        assert table[task] == pytest.approx(value, abs=0.006)
+    assert table["Avg."] == pytest.approx(round(sum(round(v, 2) for v in ref.values()) / 7, 2), abs=0.011)
+    assert "| 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 |" in text  # transfer row not run
+    report = json.loads(out_json.read_text())
+    assert report["pooler"] == "avg" and report["mode"] == "test"
+    assert float(report["table"]["sts"]["STS12"]) == table["STS12"]
+    assert report["results"]["STS12"]["MSRpar"]["nsamples"] == 8
+
+
+def test_cli_dev_mode_tables(tiny_bert_dir: Path, data_dir: Path, capsys) -> None:
+    evaluation.main(["--model_name_or_path", str(tiny_bert_dir), "--pooler", "cls_before_pooler", "--mode", "dev",
+                     "--task_set", "na", "--tasks", "STSBenchmark", "SICKRelatedness", "--data_dir", str(data_dir),
+                     "--device", "cpu", "--no_progress"])
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == "------ dev ------"
+    header = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
+    assert header == ["STSBenchmark", "SICKRelatedness"]  # no Avg. in the dev STS table
+    assert "|  MR  |  CR  | SUBJ | MPQA | SST2 | TREC | MRPC | Avg. |" in text
+
+
+def test_cls_warning_for_random_pooler(tiny_bert_dir: Path, data_dir: Path, tmp_path: Path, capsys) -> None:
+    from transformers import BertModel
+
+    no_pooler = tmp_path / "nopooler"
+    BertModel(BertModel.from_pretrained(tiny_bert_dir).config, add_pooling_layer=False).save_pretrained(no_pooler)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(no_pooler)
+    evaluation.main(["--model_name_or_path", str(no_pooler), "--task_set", "na", "--tasks", "STSBenchmark",
+                     "--data_dir", str(data_dir), "--device", "cpu", "--no_progress"])
+    assert "warning: pooler 'cls'" in capsys.readouterr().err
+    evaluation.main(["--model_name_or_path", str(tiny_bert_dir), "--task_set", "na", "--tasks", "STSBenchmark",
+                     "--data_dir", str(data_dir), "--device", "cpu", "--no_progress"])
+    assert "warning" not in capsys.readouterr().err  # trained (saved) pooler weights: no warning
+
+
+@pytest.mark.parametrize("argv_extra", [["--pooler", "max"], ["--mode", "final"]])
+def test_bad_choices_exit_2(tiny_bert_dir: Path, argv_extra: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        evaluation.main(["--model_name_or_path", str(tiny_bert_dir), *argv_extra])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_bad_data_one_line_error(tiny_bert_dir: Path, tmp_path: Path, capsys) -> None:
+    data = make_sts_data(tmp_path / "downstream", seed=5)
+    gs = data / "STS" / "STS13-en-test" / "STS.gs.OnWN.txt"
+    lines = gs.read_text().splitlines()
+    lines[6] = "n/a"
+    gs.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit) as info:
+        evaluation.main(["--model_name_or_path", str(tiny_bert_dir), "--pooler", "avg", "--data_dir", str(data),
+                         "--device", "cpu", "--no_progress"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {gs}:7: gold score is not a number: 'n/a'"
+    with pytest.raises(SystemExit) as info:
+        evaluation.main(["--model_name_or_path", str(tiny_bert_dir), "--data_dir", str(tmp_path / "missing")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing'}: SentEval data directory not found")
+
+
+def test_dev_metrics_encode_only_dev_splits(tiny_bert_dir: Path, data_dir: Path) -> None:
+    from simcse import evaluation as ev
+
+    model, tok = ev.load_encoder(tiny_bert_dir, "cpu")
+    inner = ev.make_embed_fn(model, tok, "avg", "cpu")
+    seen: list[str] = []
+
+    def embed(sentences: list[str]) -> torch.Tensor:
+        seen.extend(sentences)
+        return inner(sentences)
+
+    out = ev.dev_metrics(embed, data_dir)
+    dev = [r.split("\t") for r in (data_dir / "STS" / "STSBenchmark" / "sts-dev.csv").read_text().splitlines()]
+    trial = [r.split("\t") for r in (data_dir / "SICK" / "SICK_trial.txt").read_text().splitlines()[1:]]
+    assert set(seen) == {r[5] for r in dev} | {r[6] for r in dev} | {r[1] for r in trial} | {r[2] for r in trial}
+    assert len(seen) == len(set(seen))
+
+    def ref(pairs: list[tuple[str, str]], gold: list[float]) -> float:
+        ea, eb = inner([p[0] for p in pairs]).numpy(), inner([p[1] for p in pairs]).numpy()
+        return float(spearmanr((ea * eb).sum(1) / np.linalg.norm(ea, axis=1) / np.linalg.norm(eb, axis=1), gold)[0])
+
+    stsb = ref([(r[5], r[6]) for r in dev], [float(r[4]) for r in dev])
+    sick = ref([(r[1], r[2]) for r in trial], [float(r[3]) for r in trial])
+    assert out["stsb_spearman"] == pytest.approx(stsb, abs=1e-5)
+    assert out["sickr_spearman"] == pytest.approx(sick, abs=1e-5)
+    assert out["avg_sts"] == pytest.approx((stsb + sick) / 2, abs=1e-5)
+    assert set(out) == {"stsb_spearman", "sickr_spearman", "avg_sts"}
+
+
+def test_data_dir_resolution(tmp_path: Path, monkeypatch) -> None:
+    from senteval.utils import DataError
+
+    from simcse import evaluation as ev
+
+    monkeypatch.setenv("SENTEVAL_DATA_DIR", str(tmp_path))
+    assert ev.resolve_data_dir() == tmp_path
+    assert ev.resolve_data_dir(tmp_path / "..") == tmp_path / ".."  # explicit argument wins
+    monkeypatch.setenv("SENTEVAL_DATA_DIR", str(tmp_path / "absent"))
+    with pytest.raises(DataError, match="SentEval data directory not found"):
+        ev.resolve_data_dir()
+
+
+def test_over_long_sentences_are_truncated(tiny_bert_dir: Path) -> None:
+    from simcse import evaluation as ev
+
+    model, tok = ev.load_encoder(tiny_bert_dir, "cpu")
+    embed = ev.make_embed_fn(model, tok, "avg", "cpu")  # tiny model: 128 positions
+    out = embed(["word " * 1000, "short one"])
+    assert out.shape == (2, 32) and torch.isfinite(out).all()
+    short = ev.make_embed_fn(model, tok, "avg", "cpu", max_seq_length=8)(["word " * 1000])
+    enc = tok("word " * 1000, truncation=True, max_length=8, return_tensors="pt")
+    with torch.no_grad():
+        ref = model(**enc).last_hidden_state.mean(1)
+    assert torch.allclose(short, ref, atol=1e-5)

@@ -1,0 +1,84 @@
+"""Real all-MiniLM-L6-v2 on the real SentEval data vs computations written independently.
+
+The full STS suite for one pooler takes ~3 min on 2 CPU cores, too slow for CI; it is covered by
+``benchmarks/exactness_sts.py``. Here: STS-B test for every pooler, and a transfer task vs sklearn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from transformers import AutoModel, AutoTokenizer
+
+from simcse import evaluation as ev
+from simcse.poolers import POOLER_TYPES
+
+pytestmark = pytest.mark.real
+
+
+def stsb_test(data: Path) -> tuple[list[str], list[str], list[float]]:
+    rows = [r.split("\t") for r in (data / "STS" / "STSBenchmark" / "sts-test.csv").read_text().splitlines()]
+    return [r[5] for r in rows], [r[6] for r in rows], [float(r[4]) for r in rows]
+
+
+def reference_pooled(model_dir: Path, sentences: list[str]) -> dict[str, np.ndarray]:
+    """Every pooler from one plain-transformers forward per 64 sentences (own pooling code)."""
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    parts: dict[str, list[np.ndarray]] = {p: [] for p in POOLER_TYPES}
+    with torch.no_grad():
+        for i in range(0, len(sentences), 64):
+            enc = tok(sentences[i : i + 64], padding=True, truncation=True, return_tensors="pt")
+            out = model(**enc, output_hidden_states=True)
+            w = enc["attention_mask"].unsqueeze(-1).float() / enc["attention_mask"].sum(1)[:, None, None]
+            hs = out.hidden_states
+            parts["cls"].append(out.pooler_output.numpy())
+            parts["cls_before_pooler"].append(hs[-1][:, 0].numpy())
+            parts["avg"].append((hs[-1] * w).sum(1).numpy())
+            parts["avg_top2"].append((((hs[-1] + hs[-2]) / 2) * w).sum(1).numpy())
+            parts["avg_first_last"].append((((hs[1] + hs[-1]) / 2) * w).sum(1).numpy())
+            parts["avg_first_last_legacy"].append((((hs[0] + hs[-1]) / 2) * w).sum(1).numpy())
+    return {p: np.concatenate(v) for p, v in parts.items()}
+
+
+def test_stsb_test_every_pooler_matches_independent(minilm_path: Path, senteval_data: Path) -> None:
+    a, b, gold = stsb_test(senteval_data)
+    ref_a, ref_b = reference_pooled(minilm_path, a), reference_pooled(minilm_path, b)
+    model, tok = ev.load_encoder(minilm_path, "cpu")
+    for pooler in POOLER_TYPES:
+        u, v = ref_a[pooler], ref_b[pooler]
+        ref = 100 * spearmanr((u * v).sum(1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1), gold)[0]
+        res = ev.run_senteval(ev.make_embed_fn(model, tok, pooler, "cpu"), ["STSBenchmark"], "test", senteval_data,
+                              progress=False)
+        assert set(res["STSBenchmark"]) == {"test", "all"}  # only the reported split was loaded
+        assert float(ev.table_values(res, "test")["sts"]["STSBenchmark"]) == pytest.approx(ref, abs=0.01), pooler
+    # the avg row is also sentence-transformers' own embedding (mean pooling + normalize)
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(minilm_path), device="cpu")
+    ea, eb = st.encode(a, batch_size=128), st.encode(b, batch_size=128)
+    assert 100 * spearmanr((ea * eb).sum(1), gold)[0] == pytest.approx(82.03, abs=0.01)
+
+
+def test_transfer_fasttest_close_to_sklearn_nested_cv(minilm_path: Path, senteval_data: Path) -> None:
+    """CR with the fasttest classifier (kfold lowered to 3 to fit CI) vs sklearn nested CV on the same vectors."""
+    import senteval
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+
+    model, tok = ev.load_encoder(minilm_path, "cpu")
+    embed = ev.make_embed_fn(model, tok, "avg", "cpu")
+    params = {**ev.senteval_params("fasttest", senteval_data, progress=False), "kfold": 3}
+    res = senteval.SE(params, ev._batcher(embed)).eval("CR")
+    lines = {lab: (senteval_data / "CR" / f"custrev.{lab}").read_text(encoding="latin-1").splitlines()
+             for lab in ("pos", "neg")}
+    x = embed([" ".join(s.split()) for s in lines["pos"] + lines["neg"]]).numpy()
+    y = np.array([1] * len(lines["pos"]) + [0] * len(lines["neg"]))
+    inner = GridSearchCV(LogisticRegression(max_iter=1000), {"C": [1, 10]}, cv=3)
+    ref = 100 * cross_val_score(inner, x, y, cv=StratifiedKFold(3, shuffle=True, random_state=0)).mean()
+    assert res["ntest"] == 3775
+    assert res["acc"] == pytest.approx(ref, abs=0.5), (res["acc"], ref)

@@ -1,0 +1,141 @@
+"""Transfer tasks on synthetic data: layouts, determinism, classifier vs scikit-learn, MRPC features/F1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import senteval
+from senteval.tools.classifier import TorchClassifier, parse_optim
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+
+from tests.test_senteval_sts import batcher, embed_tokens
+
+FAST = {"nhid": 0, "optim": "rmsprop", "batch_size": 32, "tenacity": 3, "epoch_size": 2, "max_epoch": 20}
+POS = "good great fine nice superb".split()
+NEG = "bad awful poor nasty dull".split()
+FILLER = "the film was plot actor really quite very so".split()
+
+
+def sentence(rng: np.random.RandomState, polar: list[str], noise: float = 0.0) -> str:
+    """Filler words plus one polarity word (from the other class with probability ``noise``)."""
+    words = list(rng.choice(FILLER, size=rng.randint(2, 6)))
+    pool = polar if rng.rand() >= noise else (NEG if polar is POS else POS)
+    words.insert(rng.randint(len(words) + 1), rng.choice(pool))
+    return " ".join(words)
+
+
+def make_transfer_data(root: Path, n: int = 60, noise: float = 0.1, seed: int = 0) -> Path:
+    rng = np.random.RandomState(seed)
+    for folder, pos_name, neg_name in (("MR", "rt-polarity.pos", "rt-polarity.neg"),
+                                       ("CR", "custrev.pos", "custrev.neg")):
+        (root / folder).mkdir(parents=True)
+        (root / folder / pos_name).write_text("\n".join(sentence(rng, POS, noise) for _ in range(n)) + "\n",
+                                              encoding="latin-1")
+        (root / folder / neg_name).write_text("\n".join(sentence(rng, NEG, noise) for _ in range(n)) + "\n",
+                                              encoding="latin-1")
+    (root / "SST" / "binary").mkdir(parents=True)
+    for split, m in (("train", 2 * n), ("dev", n // 2), ("test", n // 2)):
+        lines = [f"{sentence(rng, POS if i % 2 else NEG, noise)}\t{i % 2}" for i in range(m)]
+        (root / "SST" / "binary" / f"sentiment-{split}").write_text("\n".join(lines) + "\n")
+    (root / "TREC").mkdir()
+    coarse = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+    cue = ["abbrev", "describe", "thing", "who", "where", "howmany"]
+    for name, m in (("train_5500.label", 120), ("TREC_10.label", 30)):
+        lines = [f"{coarse[i % 6]}:x {cue[i % 6]} {' '.join(rng.choice(FILLER, 3))} ?" for i in range(m)]
+        (root / "TREC" / name).write_text("\n".join(lines) + "\n", encoding="latin-1")
+    (root / "MRPC").mkdir()
+    for name, m in (("msr_paraphrase_train.txt", 80), ("msr_paraphrase_test.txt", 30)):
+        rows = ["\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+        for i in range(m):
+            a = sentence(rng, POS)
+            b = a if i % 2 else sentence(rng, NEG)
+            rows.append(f"{i % 2}\t{i}\t{i + 1000}\t{a}\t{b}")
+        (root / "MRPC" / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def transfer_dir(tmp_path_factory) -> Path:
+    return make_transfer_data(tmp_path_factory.mktemp("transfer") / "downstream")
+
+
+def params(path: Path, **kw) -> dict:
+    return {"task_path": str(path), "progress": False, "kfold": 3, "classifier": FAST, "device": "cpu", **kw}
+
+
+def test_layouts_and_determinism(transfer_dir: Path) -> None:
+    tasks = ["MR", "CR", "SST2", "TREC", "MRPC"]
+    first = senteval.SE(params(transfer_dir), batcher).eval(tasks)
+    second = senteval.SE(params(transfer_dir), batcher).eval(tasks)
+    assert first == second  # fixed seeds: identical numbers run to run
+    for t in tasks:
+        assert {"devacc", "acc", "ndev", "ntest"} <= set(first[t])
+        assert 50 <= first[t]["acc"] <= 100 and first[t]["acc"] == round(first[t]["acc"], 2)
+    assert first["MR"]["ntest"] == 120 and first["SST2"]["ntest"] == 30 and first["TREC"]["ntest"] == 30
+    assert first["TREC"]["acc"] >= 50  # the cue word determines the class (chance: 16.7)
+    assert "f1" in first["MRPC"]
+
+
+def test_mrpc_f1_matches_sklearn_on_the_same_predictions(transfer_dir: Path, monkeypatch) -> None:
+    import senteval.mrpc as mrpc
+
+    seen = {}
+    orig = mrpc.kfold_then_test
+
+    def spy(x, y, xt, yt, config):
+        res = orig(x, y, xt, yt, config)
+        seen.update(x=x, yhat=res["yhat"].copy(), yt=yt)
+        return res
+
+    monkeypatch.setattr(mrpc, "kfold_then_test", spy)
+    res = senteval.SE(params(transfer_dir), batcher).eval("MRPC")
+    assert res["f1"] == round(100 * f1_score(seen["yt"], seen["yhat"]), 2)
+    assert res["acc"] == round(100 * float((seen["yhat"] == seen["yt"]).mean()), 2)
+    # features are [|u-v|, u*v] of the two sentences (2H columns)
+    lines = (transfer_dir / "MRPC" / "msr_paraphrase_train.txt").read_text(encoding="utf-8-sig").splitlines()[1:]
+    row = [r.split("\t") for r in lines]
+    u, v = embed_tokens(row[0][3].split()), embed_tokens(row[0][4].split())
+    feats = np.concatenate([np.abs(u - v), u * v]).astype(np.float32)
+    assert any(np.allclose(feats, f, atol=1e-5) for f in seen["x"])
+
+
+def test_sklearn_fallback_runs(transfer_dir: Path) -> None:
+    res = senteval.SE(params(transfer_dir, usepytorch=False), batcher).eval("CR")
+    assert res["acc"] >= 80
+
+
+def test_torch_logreg_agrees_with_sklearn_on_separable_blobs() -> None:
+    rng = np.random.RandomState(0)
+    x = np.concatenate([rng.randn(300, 5) + 1.5, rng.randn(300, 5) - 1.5]).astype(np.float32)
+    y = np.array([1] * 300 + [0] * 300)
+    perm = rng.permutation(600)
+    x, y = x[perm], y[perm]
+    config = {"optim": "adam", "batch_size": 64, "tenacity": 5, "epoch_size": 4}
+    clf = TorchClassifier(5, 2, 1e-4, config, device="cpu")
+    clf.fit(x[:400], y[:400], validation_data=(x[400:500], y[400:500]))
+    ref = LogisticRegression().fit(x[:400], y[:400])
+    agree = (clf.predict(x[500:]) == ref.predict(x[500:])).mean()
+    assert agree >= 0.97 and clf.score(x[500:], y[500:]) >= 0.95
+
+
+def test_parse_optim() -> None:
+    import torch
+
+    assert parse_optim("adam") == (torch.optim.Adam, {"lr": 1e-3})
+    assert parse_optim("rmsprop") == (torch.optim.RMSprop, {"lr": 1e-2})
+    assert parse_optim("sgd,lr=0.5,momentum=0.9") == (torch.optim.SGD, {"lr": 0.5, "momentum": 0.9})
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        parse_optim("lbfgs")
+
+
+def test_trec_bad_label_error(tmp_path: Path) -> None:
+    root = make_transfer_data(tmp_path / "d", n=10)
+    path = root / "TREC" / "TREC_10.label"
+    lines = path.read_text(encoding="latin-1").splitlines()
+    lines[4] = "WHAT:x who is it ?"
+    path.write_text("\n".join(lines) + "\n", encoding="latin-1")
+    with pytest.raises(senteval.DataError, match=r"TREC_10.label:5: expected COARSE:fine"):
+        senteval.SE(params(root), batcher).eval("TREC")
