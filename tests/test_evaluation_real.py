@@ -1,7 +1,8 @@
 """Real all-MiniLM-L6-v2 on the real SentEval data vs computations written independently.
 
-The full STS suite for one pooler takes ~3 min on 2 CPU cores, too slow for CI; it is covered by
-``benchmarks/exactness_sts.py``. Here: STS-B test for every pooler, and a transfer task vs sklearn.
+The full STS suite for every pooler takes minutes on 2 CPU cores, too slow for CI; it is covered by
+``benchmarks/exactness_sts.py``. Here: the first 500 STS-B test pairs for every pooler (the same file
+layout, cut short), and a transfer task vs sklearn.
 """
 
 from __future__ import annotations
@@ -45,8 +46,25 @@ def reference_pooled(model_dir: Path, sentences: list[str]) -> dict[str, np.ndar
     return {p: np.concatenate(v) for p, v in parts.items()}
 
 
-def test_stsb_test_every_pooler_matches_independent(minilm_path: Path, senteval_data: Path) -> None:
+STSB_SLICE = 500
+
+
+@pytest.fixture(scope="module")
+def stsb_slice_dir(senteval_data: Path, tmp_path_factory) -> Path:
+    """A SentEval data folder whose STS-B test split is the real file's first STSB_SLICE lines."""
+    root = tmp_path_factory.mktemp("stsb_slice")
+    folder = root / "STS" / "STSBenchmark"
+    folder.mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        lines = (senteval_data / "STS" / "STSBenchmark" / f"sts-{split}.csv").read_text(encoding="utf-8").splitlines()
+        (folder / f"sts-{split}.csv").write_text("\n".join(lines[:STSB_SLICE]) + "\n", encoding="utf-8")
+    return root
+
+
+def test_stsb_test_every_pooler_matches_independent(minilm_path: Path, stsb_slice_dir: Path) -> None:
+    senteval_data = stsb_slice_dir
     a, b, gold = stsb_test(senteval_data)
+    assert len(gold) == STSB_SLICE
     ref_a, ref_b = reference_pooled(minilm_path, a), reference_pooled(minilm_path, b)
     model, tok = ev.load_encoder(minilm_path, "cpu")
     for pooler in POOLER_TYPES:
@@ -56,12 +74,13 @@ def test_stsb_test_every_pooler_matches_independent(minilm_path: Path, senteval_
                               progress=False)
         assert set(res["STSBenchmark"]) == {"test", "all"}  # only the reported split was loaded
         assert float(ev.table_values(res, "test")["sts"]["STSBenchmark"]) == pytest.approx(ref, abs=0.01), pooler
-    # the avg row is also sentence-transformers' own embedding (mean pooling + normalize)
-    from sentence_transformers import SentenceTransformer
+        if pooler == "avg":  # the avg row is also sentence-transformers' own embedding (mean pooling + normalize)
+            from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(minilm_path), device="cpu")
-    ea, eb = st.encode(a, batch_size=128), st.encode(b, batch_size=128)
-    assert 100 * spearmanr((ea * eb).sum(1), gold)[0] == pytest.approx(82.03, abs=0.01)
+            st = SentenceTransformer(str(minilm_path), device="cpu")
+            ea, eb = st.encode(a, batch_size=128), st.encode(b, batch_size=128)
+            ours = float(ev.table_values(res, "test")["sts"]["STSBenchmark"])
+            assert 100 * spearmanr((ea * eb).sum(1), gold)[0] == pytest.approx(ours, abs=0.01)
 
 
 def test_transfer_fasttest_close_to_sklearn_nested_cv(minilm_path: Path, senteval_data: Path) -> None:
