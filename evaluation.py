@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s : %(message)s", level=logging.WARNING)
     try:
         report = run(args)
-    except DataError as err:
+    except (DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.output_json:

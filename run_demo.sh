@@ -43,7 +43,7 @@ python evaluation.py --model_name_or_path "$MODEL" --pooler cls_before_pooler --
 echo "== unsupervised SimCSE: $STEPS steps of 64 sentences from $TRAIN_FILE =="
 python train.py --model_name_or_path "$MODEL" --train_file "$TRAIN_FILE" --output_dir "$OUT/model" \
   --max_steps "$STEPS" --per_device_train_batch_size 64 --learning_rate 3e-5 --max_seq_length 32 \
-  --evaluation_strategy steps --eval_steps "$EVAL_STEPS" --metric_for_best_model stsb_spearman \
+  --evaluation_strategy steps --eval_steps "$EVAL_STEPS" --eval_on_start true --metric_for_best_model stsb_spearman \
   --load_best_model_at_end --pooler_type cls --mlp_only_train --temp 0.05 --do_train \
   --overwrite_output_dir --logging_steps 20 --seed 42 --report_to none --length_buckets 4
 

@@ -27,7 +27,7 @@ from simcse.arguments import (
     resolve_senteval_data_dir,
 )
 from simcse.data import DataFormatError, SimCSECollator, load_training_dataset
-from simcse.models import UnsupportedModelError, load_cl_model, model_class_for
+from simcse.models import UnsupportedModelError, check_model_weights, load_cl_model, model_class_for
 from simcse.run_state import (
     CheckpointCompletionCallback,
     OutputDirError,
@@ -54,15 +54,6 @@ USER_ERRORS = (
     FileNotFoundError,
 )
 
-# Weight files transformers can load a local model folder from (sharded checkpoints have an index).
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-
-
 def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArguments, OurTrainingArguments]:
     """Parse the flags; a value rejected by a ``__post_init__`` check becomes a one-line :class:`ArgumentsError`."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, OurTrainingArguments))
@@ -73,17 +64,6 @@ def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArgu
         return parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:
         raise ArgumentsError(str(err)) from err
-
-
-def check_model_weights(model_name_or_path: str) -> None:
-    """A local model folder must hold weights: without them transformers fails only after tokenising, with an
-    OSError traceback; say which folder is incomplete before any work (hub ids are left to transformers)."""
-    folder = Path(model_name_or_path)
-    if folder.is_dir() and not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise FileNotFoundError(
-            f"{folder}: model folder has no weights (expected {' or '.join(WEIGHT_FILES[::2])}); "
-            "is the download or the copy incomplete?"
-        )
 
 
 def setup_logging(training_args: OurTrainingArguments) -> None:

@@ -120,7 +120,8 @@ class OurTrainingArguments(TrainingArguments):
     Differences from plain transformers, each to keep the original's behaviour:
     ``--evaluation_strategy`` (the 4.x name) is accepted as an alias of ``--eval_strategy``;
     with ``--load_best_model_at_end`` the model is saved at every evaluation (``save_steps`` follows
-    ``eval_steps``, as in transformers 4.2.1); ``--fp16`` on a machine without CUDA falls back to
+    ``eval_steps``, as in transformers 4.2.1, and only the best and the latest checkpoints are kept
+    unless ``--save_total_limit`` says otherwise); ``--fp16`` on a machine without CUDA falls back to
     fp32 with a warning instead of failing, so the example scripts also run on a CPU.
     """
 
@@ -162,6 +163,10 @@ class OurTrainingArguments(TrainingArguments):
             self.save_strategy = self.eval_strategy
             if self.eval_steps is not None:
                 self.save_steps = self.eval_steps
+            if self.save_total_limit is None:
+                # The original kept one checkpoint (the best); transformers then keeps the best and the
+                # latest (needed to resume), instead of one folder per evaluation.
+                self.save_total_limit = 1
         if self.report_to is None:
             self.report_to = "none"
         super().__post_init__()

@@ -60,6 +60,9 @@ def load_encoder(model_name_or_path: str | Path, device: str | torch.device | No
     """
     from transformers import AutoModel, AutoTokenizer
 
+    from simcse.models import check_model_weights
+
+    check_model_weights(model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(str(model_name_or_path))
     model, info = AutoModel.from_pretrained(str(model_name_or_path), output_loading_info=True)
     model.simcse_loading_info = info

@@ -17,6 +17,8 @@ Design choices that differ from the original code, and why:
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,6 +51,26 @@ SIMCSE_CONFIG_DEFAULTS: dict[str, Any] = {
 DEFAULT_LENGTH_BUCKETS = 1
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+
+
+# Weight files transformers can load a local model folder from (sharded checkpoints have an index).
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def check_model_weights(model_name_or_path: str | os.PathLike) -> None:
+    """A local model folder must hold weights: without them transformers fails late, with an OSError
+    traceback; name the incomplete folder before any work (hub ids are left to transformers)."""
+    folder = Path(model_name_or_path)
+    if folder.is_dir() and not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"{folder}: model folder has no weights (expected {' or '.join(WEIGHT_FILES[::2])}); "
+            "is the download or the copy incomplete?"
+        )
 
 
 class UnsupportedModelError(ValueError):

@@ -313,10 +313,6 @@ def test_cli_evaluation_missing_data_dir(tiny_bert_dir, tmp_path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evaluation.py lets transformers' OSError escape as a traceback (reported to the lead; not this file's)",
-)
 def test_evaluation_model_without_weights(no_weights_dir, tmp_path, capsys):
     data = make_sts12(tmp_path / "downstream")
     with pytest.raises(SystemExit) as info:
