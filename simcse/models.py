@@ -173,6 +173,9 @@ class _SimCSEMixin:
         return pool(pooler_type, attention_mask, outputs.last_hidden_state, outputs.hidden_states), outputs
 
     length_buckets: int = DEFAULT_LENGTH_BUCKETS
+    # forward() takes **kwargs only to pass encoder options through; it does not normalise its loss by
+    # token counts, so transformers must not treat it as a loss-kwargs model (GA / device scaling).
+    accepts_loss_kwargs = False
 
     def _encode_bucketed(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
         """Pooled (n, H) embeddings, encoding length-sorted buckets each padded to its own length.
@@ -343,8 +346,9 @@ def load_cl_model(
         config = AutoConfig.from_pretrained(model_name_or_path)
     cls = model_class_for(config, model_name_or_path)
     is_simcse_checkpoint = getattr(config, "pooler_type", None) is not None
-    for name, value in (simcse_settings or {}).items():
-        setattr(config, name, value)
+    for name, value in {**SIMCSE_CONFIG_DEFAULTS, **(simcse_settings or {})}.items():
+        if name in (simcse_settings or {}) or not hasattr(config, name):
+            setattr(config, name, value)
     model, info = cls.from_pretrained(
         model_name_or_path, config=config, output_loading_info=True, **from_pretrained_kwargs
     )

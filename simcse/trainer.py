@@ -73,6 +73,10 @@ class CLTrainer(Trainer):
             same cached embeddings (alignment and uniformity).
     """
 
+    # Our loss is a per-batch mean that knows nothing of token counts: transformers must divide it by
+    # the gradient-accumulation steps itself and must not rescale it across devices.
+    loss_is_scaled_for_ga = False
+
     def __init__(
         self,
         *args: Any,

@@ -113,3 +113,16 @@ def test_bad_training_file_fails_before_training(tiny_bert_dir, senteval_data, t
     with pytest.raises(DataFormatError, match=r"bad\.csv:1: .*4"):
         train.main(_args(tiny_bert_dir, bad, tmp_path / "o", senteval_data))
     assert not (tmp_path / "o" / "checkpoint-2").exists()
+
+
+def test_trainer_treats_the_loss_as_a_batch_mean(tiny_bert_dir, tmp_path):
+    """transformers must divide our loss by the accumulation steps and never rescale it by token counts."""
+    from simcse.models import load_cl_model
+    from simcse.trainer import CLTrainer
+
+    model = load_cl_model(str(tiny_bert_dir))
+    assert model.accepts_loss_kwargs is False
+    from transformers import TrainingArguments
+
+    trainer = CLTrainer(model=model, args=TrainingArguments(str(tmp_path), use_cpu=True, report_to="none"))
+    assert trainer.loss_is_scaled_for_ga is False and trainer.model_accepts_loss_kwargs is False
