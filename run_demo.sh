@@ -24,7 +24,7 @@ fi
 
 echo "== data =="
 if [ -d "$SHARED/senteval/downstream" ]; then
-  bash SentEval/data/downstream/download_dataset.sh --local "$(cd "$SHARED/senteval/downstream" && pwd)"
+  bash SentEval/data/downstream/download_dataset.sh --local "$SHARED/senteval/downstream"
   bash data/download_wiki.sh --local "$SHARED/wiki"
   TRAIN_FILE=data/wiki1m_sample.txt
 else

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Fetch SentEval's evaluation data into this folder and verify it against checksums.sha256.
 #   ./download_dataset.sh                 download senteval.tar (princeton-nlp/datasets-for-simcse) and untar
-#   ./download_dataset.sh --local DIR     copy the task folders from DIR (e.g. ../../../../shared/data/senteval/downstream)
+#   ./download_dataset.sh --local DIR     copy the task folders from DIR (e.g. ../shared/data/senteval/downstream)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# a relative --local DIR is taken from the caller's folder, not from this script's
+if [[ "${1:-}" == "--local" && -n "${2:-}" && -d "$2" ]]; then set -- "$1" "$(cd "$2" && pwd)"; fi
 URL="https://huggingface.co/datasets/princeton-nlp/datasets-for-simcse/resolve/main/senteval.tar"
 cd "$HERE"
 if [[ "${1:-}" == "--local" ]]; then
