@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default: cuda:0 if available, else cpu")
     p.add_argument("--output_json", default=None, help="write machine-readable results to this path")
     p.add_argument("--no_progress", action="store_true", help="hide the per-task progress bars")
+    p.add_argument("--alignment_uniformity", action="store_true",
+                   help="also report the paper's alignment (STS-B pairs scored > 4) and uniformity (all STS-B "
+                        "sentences) on the STS-B split of the mode (test, or dev in dev mode)")
     return p
 
 
@@ -62,7 +65,15 @@ def run(args: argparse.Namespace) -> dict:
     results = ev.run_senteval(embed, tasks, args.mode, data_dir, args.batch_size, device,
                               progress=not args.no_progress)
     print(ev.format_tables(results, args.mode, tasks))
-    extra: dict = {}  # hook for additional analyses (alignment/uniformity, ...)
+    extra: dict = {}
+    if args.alignment_uniformity:
+        from simcse.analysis import stsb_alignment_uniformity
+
+        split = "dev" if args.mode == "dev" else "test"
+        found = stsb_alignment_uniformity(embed, data_dir, split=split)
+        extra["alignment_uniformity"] = {"split": split, **found}
+        print(f"alignment (STS-B {split}, {int(found['num_pairs'])} pairs > 4.0): {found['align']:.4f}   "
+              f"uniformity ({int(found['num_sentences'])} sentences): {found['uniform']:.4f}")
     return {
         "model": str(args.model_name_or_path),
         "pooler": pooler,

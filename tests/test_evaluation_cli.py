@@ -183,3 +183,26 @@ def test_over_long_sentences_are_truncated(tiny_bert_dir: Path) -> None:
     with torch.no_grad():
         ref = model(**enc).last_hidden_state.mean(1)
     assert torch.allclose(short, ref, atol=1e-5)
+
+
+def test_alignment_uniformity_on_request(tiny_bert_dir: Path, senteval_data: Path, tmp_path: Path, capsys) -> None:
+    """--alignment_uniformity reports the paper's metrics on STS-B test, equal to a direct computation."""
+    from simcse import evaluation as ev
+    from simcse.analysis import alignment, uniformity
+
+    out = tmp_path / "r.json"
+    evaluation.main(["--model_name_or_path", str(tiny_bert_dir), "--pooler", "avg", "--task_set", "na", "--tasks",
+                     "STSBenchmark", "--data_dir", str(senteval_data), "--no_progress", "--alignment_uniformity",
+                     "--output_json", str(out)])
+    printed = capsys.readouterr().out
+    got = json.loads(out.read_text())["extra"]["alignment_uniformity"]
+    assert got["split"] == "test" and f"{got['align']:.4f}" in printed and f"{got['uniform']:.4f}" in printed
+    rows = [r.split("\t") for r in (senteval_data / "STS/STSBenchmark/sts-test.csv").read_text().splitlines()]
+    model, tok = ev.load_encoder(tiny_bert_dir, "cpu")
+    embed = ev.make_embed_fn(model, tok, "avg", "cpu")
+    pos = [r for r in rows if float(r[4]) > 4.0]
+    x, y = embed([r[5] for r in pos]), embed([r[6] for r in pos])
+    sentences = list(dict.fromkeys([r[5] for r in rows] + [r[6] for r in rows]))
+    assert got["num_pairs"] == len(pos) and got["num_sentences"] == len(sentences)
+    assert got["align"] == pytest.approx(float(alignment(x, y)), rel=1e-4)
+    assert got["uniform"] == pytest.approx(float(uniformity(embed(sentences))), rel=1e-4)
