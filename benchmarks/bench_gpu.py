@@ -19,6 +19,22 @@ Modes (the blocks of all modes are interleaved per batch size, median of the rep
 * ``bf16_compile``  as ``bf16`` with ``torch.compile(model)``; a compile failure is reported, not fatal.
 * ``bf16_compile_cg``  as ``bf16_compile`` with ``mode="reduce-overhead"`` (CUDA graphs): at batch 64 a step is
                     only ~4096 tokens, so kernel-launch and Python overhead, not arithmetic, bound it.
+* ``bf16_compile_eager_attn``  as ``bf16_compile`` on a twin model with ``attn_implementation="eager"``: at
+                    L = 32 the fused SDPA kernel (with a padding mask and dropout) may lose to Inductor's own
+                    fusion of the small matmul-softmax-dropout-matmul chain.
+
+* ``bf16_pure_compile``  bf16 *weights and activations* (no autocast), compiled, with fp32 master weights in
+                    the optimizer (grads cast up, fused AdamW on fp32, weights cast back): autocast keeps the
+                    residual stream and layer norms in fp32, and the memory-bound dropout/LayerNorm/GELU kernels
+                    (about 37% of a compiled step at batch 512) move twice the bytes for it.
+
+* ``bf16_pure_compile_mea``  as ``bf16_pure_compile`` with SDPA pinned to the memory-efficient/flash kernels:
+                    with bf16 inputs and a mask SDPA picked cuDNN attention, 12.3 ms of a 52.6 ms step on an
+                    H200 against 1.0 ms for the kernel chosen under autocast (not yet measured on a GPU).
+
+``--profile MODE`` adds a torch.profiler breakdown of 5 steps of that mode at every batch size: GPU time per
+kernel class (GEMM, attention, Triton/elementwise, optimizer, other) and the top kernels, to see where the
+gap between the achieved and the peak FLOP rate goes.
 
 FLOP count (for MFU), per training step, with T = 2B * L padded tokens (the compute the GPU really does:
 SDPA still multiplies the padded positions), N = non-embedding encoder parameters, n layers, hidden H:
@@ -60,7 +76,10 @@ from common import (  # noqa: E402
 
 ensure_repo_on_path()
 
-MODES = ("fp32", "tf32", "bf16", "bf16_compile", "bf16_compile_cg")
+MODES = (
+    "fp32", "tf32", "bf16", "bf16_compile", "bf16_compile_cg", "bf16_compile_eager_attn", "bf16_pure_compile",
+    "bf16_pure_compile_mea",
+)  # fmt: skip
 EPOCH_SENTENCES = 1_000_000
 EPOCH_BATCH = 64
 
@@ -126,6 +145,30 @@ def make_batches(
     return batches
 
 
+class MasterWeightAdamW:
+    """AdamW on fp32 master copies of low-precision parameters (the mixed-precision recipe without autocast).
+
+    ``step`` casts the gradients up, updates the fp32 masters with fused AdamW, and writes the rounded weights
+    back, so updates smaller than a bf16 ulp still accumulate, as they do under autocast's fp32 weights.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], lr: float, fused: bool) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.master = [p.detach().float().clone() for p in self.params]
+        self.inner = torch.optim.AdamW(self.master, lr=lr, fused=fused)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for m, p in zip(self.master, self.params, strict=True):
+            m.grad = None if p.grad is None else p.grad.float()
+        self.inner.step()
+        torch._foreach_copy_(self.params, self.master)
+
+
 @dataclass
 class ModeRunner:
     """One mode's training step on a shared model/optimizer (the modes are timed against each other)."""
@@ -145,9 +188,17 @@ class ModeRunner:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.name == "tf32"
             torch.backends.cudnn.allow_tf32 = self.name == "tf32"
-        if self.name.startswith("bf16"):
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        if self.name.startswith("bf16") and "pure" not in self.name:
+            stack.enter_context(torch.autocast(device_type=self.device.type, dtype=torch.bfloat16))
+        if self.name.endswith("_mea"):
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            # everything but cuDNN attention; MATH only as the fallback where neither kernel applies (CPU)
+            stack.enter_context(
+                sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
+            )
+        return stack
 
     def step(self) -> torch.Tensor:
         batch = self.batches[self.cursor % len(self.batches)]
@@ -174,16 +225,19 @@ def sync_fn(device: torch.device) -> Callable[[], None] | None:
 
 
 def build_runners(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    models: Callable[[str], tuple[torch.nn.Module, torch.optim.Optimizer]],
     batches: list[dict[str, torch.Tensor]],
     modes: list[str],
     device: torch.device,
     warmup_steps: int,
 ) -> list[ModeRunner]:
-    """Warm every mode up (compiling where asked); a mode that fails keeps its error and is not timed."""
+    """Warm every mode up (compiling where asked); a mode that fails keeps its error and is not timed.
+
+    ``models(mode)`` gives the (model, optimizer) a mode trains; modes of the same attention share one.
+    """
     runners = []
     for mode in modes:
+        model, optimizer = models(mode)
         forward = model
         if "compile" in mode:  # L is fixed by the padding to 8, so no dynamic shapes
             cg = mode.endswith("_cg")
@@ -229,15 +283,29 @@ def peak_reserved(device: torch.device) -> float | None:
 def run_batch_size(args: argparse.Namespace, batch_size: int, device: torch.device, peak: float | None) -> list[dict]:
     from simcse.models import BertForCL
 
-    torch.manual_seed(0)
     config = make_config(args.cpu_smoke)
-    model = BertForCL._from_config(config, attn_implementation="sdpa").to(device).train()
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, fused=fused)
+    built: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
+
+    def models(mode: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        attn = "eager" if mode.endswith("eager_attn") else "sdpa"
+        key = f"{attn}_pure" if "pure" in mode else attn
+        if key not in built:
+            torch.manual_seed(0)  # same initial weights for every variant
+            model = BertForCL._from_config(config, attn_implementation=attn).to(device).train()
+            fused = device.type == "cuda"
+            if "pure" in mode:
+                model = model.to(torch.bfloat16)
+                optimizer: Any = MasterWeightAdamW(list(model.parameters()), lr=3e-5, fused=fused)
+            else:
+                optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, fused=fused)
+            built[key] = (model, optimizer)
+        return built[key]
+
+    model, _ = models("bf16")
     batches = make_batches(8, batch_size, args.max_seq_len, args.min_len, config.vocab_size, device)
     n_params = sum(p.numel() for p in model.bert.encoder.parameters())  # non-embedding (pooler MLP left out)
 
-    runners = build_runners(model, optimizer, batches, args.modes, device, args.warmup_steps)
+    runners = build_runners(models, batches, args.modes, device, args.warmup_steps)
     ok = [r for r in runners if r.error is None]
     rates = interleaved_throughput(
         {r.name: (lambda r=r: r.block(args.steps)) for r in ok}, repeats=args.repeats, warmup=0, sync=sync_fn(device)
@@ -272,13 +340,74 @@ def run_batch_size(args: argparse.Namespace, batch_size: int, device: torch.devi
             )
         if r.compile_s is not None:
             rec["compile_and_warmup_s"] = r.compile_s
+        if r.error is None and r.name in (args.profile or []):
+            rec["profile"] = profile_steps(r, device, steps=5)
         records.append(rec)
         print_json_line(rec)
-    del runners, ok, optimizer, model, batches
+    built.clear()  # frees both models and their optimizer states
+    del runners, ok, model, batches
     torch._dynamo.reset()  # the next batch size compiles afresh, not as a dynamic-shape recompile
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return records
+
+
+KERNEL_CLASSES = (  # first match wins; names of cuBLAS/CUTLASS/Triton/PyTorch kernels
+    ("attention", ("fmha", "attention", "flash", "efficient_attention", "softmax")),
+    ("gemm", ("gemm", "nvjet", "sm90_xmma", "cutlass", "wgmma", "matmul", "splitk", "cublas", "::mm", "addmm", "bmm")),
+    ("optimizer", ("adam", "multi_tensor", "foreach")),
+    ("embedding", ("embedding", "index", "scatter", "sort", "radix")),
+    ("triton_fused", ("triton",)),
+    ("elementwise", ("elementwise", "vectorized", "reduce", "norm", "dropout", "gelu", "copy", "fill")),
+)
+
+
+def kernel_class(name: str) -> str:
+    low = name.lower()
+    for label, needles in KERNEL_CLASSES:
+        if any(n in low for n in needles):
+            return label
+    return "other"
+
+
+def profile_steps(runner: ModeRunner, device: torch.device, steps: int = 5) -> dict[str, Any]:
+    """GPU time per kernel class over ``steps`` training steps of one mode, and the 10 longest kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    runner.block(1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        runner.block(steps)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    wall_ms = 1000 * (time.perf_counter() - start) / steps
+    per_kernel: dict[str, float] = {}  # microseconds over the profiled steps
+    for evt in prof.events():
+        on_gpu = "CUDA" in str(getattr(evt, "device_type", ""))
+        if device.type == "cuda" and on_gpu:
+            us = evt.time_range.elapsed_us()  # kernels: their span on the GPU timeline
+        elif device.type != "cuda" and not on_gpu:
+            us = evt.self_cpu_time_total  # CPU smoke: the ops' own CPU time, so the breakdown has content
+        else:
+            continue
+        per_kernel[evt.name] = per_kernel.get(evt.name, 0.0) + us
+    classes: dict[str, float] = {}
+    for name, us in per_kernel.items():
+        classes[kernel_class(name)] = classes.get(kernel_class(name), 0.0) + us / 1000 / steps
+    gpu_ms = sum(classes.values())
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:10]
+    out = {
+        "mode": runner.name,
+        "wall_ms_per_step": round(wall_ms, 2),
+        "busy_ms_per_step": round(gpu_ms, 2),  # GPU (CPU for the smoke path)
+        "ms_per_step_by_class": {k: round(v, 2) for k, v in sorted(classes.items(), key=lambda kv: -kv[1])},
+        "top_kernels_ms_per_step": [[name[:90], round(us / 1000 / steps, 3)] for name, us in top],
+    }
+    print(f"profile {runner.name}: {json.dumps(out)}", flush=True)
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -291,6 +420,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed blocks per mode (interleaved); the median is kept")
     p.add_argument("--warmup_steps", type=int, default=3, help="untimed steps per mode first (compile happens here)")
     p.add_argument("--out", type=str, default=None, help="write all records to this JSON file")
+    p.add_argument("--profile", nargs="*", default=None, choices=MODES, help="kernel-time breakdown of these modes")
     p.add_argument(
         "--cpu-smoke",
         "--cpu_smoke",

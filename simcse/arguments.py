@@ -145,6 +145,13 @@ class OurTrainingArguments(TrainingArguments):
     plot_training: bool = field(
         default=True, metadata={"help": "(ours) Save alignment-uniformity and STS-B dev plots in output_dir."}
     )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "transformers' per-step NaN filter of the logged loss; off by default because it syncs the GPU "
+            "every step, and a NaN/inf loss stops SimCSE training anyway (NonFiniteLossError)."
+        },
+    )
 
     def __post_init__(self) -> None:
         # transformers turns do_eval on whenever an eval strategy is set; the final SentEval pass

@@ -30,11 +30,11 @@ from typing import Any
 
 import torch
 
+from simcse.models import SINGLE_WEIGHT_FILES
 from simcse.poolers import check_pooler_type, eval_pooler_from_config
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
 SUPPORTED_MODEL_TYPES: dict[str, str] = {"bert": "BertModel", "roberta": "RobertaModel"}
 MLM_HEAD_PREFIXES: tuple[str, ...] = ("cls.predictions.", "lm_head.")
 SIMCSE_CONFIG_FIELDS: tuple[str, ...] = (
@@ -141,12 +141,12 @@ def save_state_dict(file: Path, state: dict[str, torch.Tensor], metadata: dict[s
 
 def find_weight_files(folder: Path) -> list[Path]:
     """The single-file weight files present in ``folder`` (sharded checkpoints are refused)."""
-    files = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    files = [folder / name for name in SINGLE_WEIGHT_FILES if (folder / name).is_file()]
     if not files:
         sharded = [p.name for p in folder.glob("*.index.json")]
         if sharded:
             raise ExportError(f"{folder}: sharded checkpoint ({sharded[0]}) is not supported; re-save unsharded")
-        raise ExportError(f"{folder}: no model weights found (expected one of: {', '.join(WEIGHT_FILES)})")
+        raise ExportError(f"{folder}: no model weights found (expected one of: {', '.join(SINGLE_WEIGHT_FILES)})")
     return files
 
 

@@ -157,16 +157,23 @@ def _batcher(embed_fn: EmbedFn):
 
 
 def senteval_params(mode: str, data_dir: Path, batch_size: int = 128, device: str | None = None,
-                    progress: bool = True) -> dict:
-    """SPEC 5.2 parameters; STS-B/SICK only load the split the mode reports."""
+                    progress: bool = True, classifier_optim: str | None = None) -> dict:
+    """SPEC 5.2 parameters; STS-B/SICK only load the split the mode reports.
+
+    ``classifier_optim`` (e.g. "lbfgs") replaces only the mode's transfer optimizer, so k-fold, batch
+    size, tenacity and epoch size still follow the mode; None keeps the paper protocol.
+    """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
     full = mode == "test"
+    classifier = dict(FULL_CLASSIFIER if full else FAST_CLASSIFIER)
+    if classifier_optim is not None:
+        classifier["optim"] = classifier_optim
     return {
         "task_path": str(data_dir),
         "usepytorch": True,
         "kfold": 10 if full else 5,
-        "classifier": dict(FULL_CLASSIFIER if full else FAST_CLASSIFIER),
+        "classifier": classifier,
         "batch_size": batch_size,
         "seed": 1111,
         "device": device,
@@ -176,11 +183,15 @@ def senteval_params(mode: str, data_dir: Path, batch_size: int = 128, device: st
 
 
 def run_senteval(embed_fn: EmbedFn, tasks: Sequence[str], mode: str = "test", data_dir: str | Path | None = None,
-                 batch_size: int = 128, device: str | None = None, progress: bool = True) -> dict:
-    """Evaluate ``tasks`` with one shared embedding cache; returns ``{task: SentEval result}``."""
+                 batch_size: int = 128, device: str | None = None, progress: bool = True,
+                 classifier_optim: str | None = None) -> dict:
+    """Evaluate ``tasks`` with one shared embedding cache; returns ``{task: SentEval result}``.
+
+    ``classifier_optim`` overrides the transfer classifier's optimizer (see ``senteval_params``).
+    """
     import senteval
 
-    params = senteval_params(mode, resolve_data_dir(data_dir), batch_size, device, progress)
+    params = senteval_params(mode, resolve_data_dir(data_dir), batch_size, device, progress, classifier_optim)
     se = senteval.SE(params, _batcher(embed_fn))
     return {task: se.eval(task) for task in tasks}
 

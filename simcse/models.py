@@ -54,7 +54,9 @@ SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 
 
 # Weight files transformers can load a local model folder from (sharded checkpoints have an index).
-WEIGHT_FILES = (
+# Unsharded weight files: the ones conversion (simcse.convert) reads and rewrites.
+SINGLE_WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_FILES: tuple[str, ...] = (  # any of these makes a loadable folder (sharded indexes too)
     "model.safetensors",
     "model.safetensors.index.json",
     "pytorch_model.bin",

@@ -15,13 +15,44 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf; the run stops before a broken model is saved."""
+
+
+NONFINITE_CHECK_EVERY = 50  # optimizer steps between two (synchronising) reads of the non-finite flag
+
+
+class _RunChecks(TrainerCallback):
+    """Reads the trainer's on-device loss checks at a few points, never on every step.
+
+    A per-step ``if torch.isfinite(loss)`` would block the CPU until the GPU finishes each step; at
+    batch 64 that idles the GPU between steps. The flag is read every ``NONFINITE_CHECK_EVERY`` steps
+    and always before anything is logged, evaluated or saved, and when training stops, so a NaN still
+    stops the run before a broken model can be written. Also keeps the start of the window over which
+    ``CLTrainer.log`` reports the training rate (evaluation time left out).
+    """
+
+    def __init__(self, trainer: CLTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.rate_window = (time.perf_counter(), state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if (control.should_log or control.should_save or control.should_evaluate or control.should_training_stop
+                or state.global_step % NONFINITE_CHECK_EVERY == 0):
+            self.trainer.check_finite_losses()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.trainer.check_finite_losses()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.trainer.rate_window = (time.perf_counter(), state.global_step)  # evaluation is not training
 
 
 class SentenceEmbedder:
@@ -89,17 +120,59 @@ class CLTrainer(Trainer):
         self.senteval_data_dir = senteval_data_dir
         self.dev_metrics_fn = dev_metrics_fn
         self.extra_metrics_fn = extra_metrics_fn
+        self._loss_calls: torch.Tensor | None = None  # loss calls since the last finite check (on device)
+        self._first_bad_call: torch.Tensor | None = None  # 1-based call of the first NaN/inf loss, or -1
+        self._calls_from_step = 0
+        self.rate_window: tuple[float, int] | None = None  # (time, global step) where the rate window starts
+        self.add_callback(_RunChecks(self))
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Adds ``train_sentences_per_s`` (all ranks, since the last training log or evaluation) to loss logs."""
+        if "loss" in logs and self.rate_window is not None:
+            now, (then, step0) = time.perf_counter(), self.rate_window
+            if self.state.global_step > step0 and now > then:
+                per_step = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+                logs["train_sentences_per_s"] = round((self.state.global_step - step0) * per_step / (now - then), 1)
+            self.rate_window = (now, self.state.global_step)
+        super().log(logs, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if getattr(self.args, "torch_compile", False) and self.args.torch_compile_mode in (
+            "reduce-overhead", "max-autotune"
+        ):
+            torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs: a new iteration starts here
         outputs = model(**inputs)
         loss = outputs.loss
-        if not torch.isfinite(loss.detach()).all():
-            raise NonFiniteLossError(
-                f"training loss is {loss.detach().float().mean().item()} at step {self.state.global_step}: "
-                "stopping before a broken model is saved (lower --learning_rate, check the data, "
-                "or prefer --bf16 to --fp16)"
-            )
+        self._note_loss(loss)
         return (loss, outputs) if return_outputs else loss
+
+    def _note_loss(self, loss: torch.Tensor) -> None:
+        """Record on the device (no host sync) whether, and at which call, a loss was not finite."""
+        if self._loss_calls is None or self._loss_calls.device != loss.device:
+            self._loss_calls = torch.zeros((), dtype=torch.long, device=loss.device)
+            self._first_bad_call = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._first_bad_value = torch.zeros((), dtype=torch.float32, device=loss.device)
+            self._calls_from_step = self.state.global_step
+        self._loss_calls += 1
+        bad = ~torch.isfinite(loss.detach()).all()
+        first = bad & (self._first_bad_call < 0)
+        self._first_bad_call = torch.where(first, self._loss_calls, self._first_bad_call)
+        self._first_bad_value = torch.where(first, loss.detach().float().mean(), self._first_bad_value)
+
+    def check_finite_losses(self) -> None:
+        """Raise ``NonFiniteLossError`` if any loss since the last check was NaN/inf (one host sync)."""
+        if self._first_bad_call is None:
+            return
+        bad_call = int(self._first_bad_call)
+        if bad_call >= 0:
+            step = self._calls_from_step + (bad_call - 1) // max(self.args.gradient_accumulation_steps, 1)
+            raise NonFiniteLossError(
+                f"training loss is {float(self._first_bad_value)} at step {step}: "
+                "stopping before a broken model is saved "
+                "(lower --learning_rate, check the data, or prefer --bf16 to --fp16)"
+            )
+        self._loss_calls = None  # the next window starts counting from the current global step
+        self._first_bad_call = None
 
     def evaluate(
         self,
@@ -116,7 +189,7 @@ class CLTrainer(Trainer):
         if self.dev_metrics_fn is None:
             raise RuntimeError("CLTrainer.evaluate needs dev_metrics_fn (see simcse.evaluation.dev_metrics)")
         start = time.perf_counter()
-        model = self.accelerator.unwrap_model(self.model)
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)  # eval runs eagerly
         was_training = model.training
         model.eval()
         raw: dict[str, float] | None = None

@@ -234,6 +234,34 @@ def test_nan_loss_stops_the_run_before_a_model_is_saved(tiny_bert_dir, good_txt,
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]  # finite steps only
 
 
+def test_nan_loss_is_caught_without_a_sync_per_step(tiny_bert_dir, good_txt, tmp_path, monkeypatch):
+    """No log/save/eval until the end: the NaN of step 2 is found at the final check, reported with its own
+    step and value, and nothing is written; training ran on (no per-step host sync) until that check."""
+    from simcse.models import BertForCL
+
+    original = BertForCL.forward
+    calls = {"train": 0}
+
+    @functools.wraps(original)
+    def forward(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.training and kwargs.get("sent_emb") is not True:
+            calls["train"] += 1
+            if calls["train"] == 3:
+                out.loss = out.loss * float("inf")
+        return out
+
+    monkeypatch.setattr(BertForCL, "forward", forward)
+    out = tmp_path / "out"
+    args = train_args(tiny_bert_dir, good_txt, out, "--max_steps", "5", "--save_strategy", "no")
+    args += ["--logging_strategy", "no"]
+    with pytest.raises(NonFiniteLossError) as info:
+        train.main(args)
+    assert str(info.value).startswith("training loss is inf at step 2: stopping before a broken model is saved")
+    assert 3 < calls["train"] <= 5  # went on past the NaN step, to the next check (epoch end or the last step)
+    assert not (out / "model.safetensors").exists()
+
+
 # --- evaluation: in-process ---------------------------------------------------------------------------------
 
 

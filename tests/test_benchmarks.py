@@ -43,7 +43,7 @@ def _positive(x: float) -> bool:
 def test_gpu_bench_cpu_smoke(tmp_path, capsys):
     bench = _load("bench_gpu")
     out = tmp_path / "gpu.json"
-    bench.main(["--cpu-smoke", "--out", str(out)])
+    bench.main(["--cpu-smoke", "--out", str(out), "--profile", "bf16"])
     records = _json_records(capsys.readouterr().out)
     runs = [r for r in records if r["bench"] == "gpu_train"]
     assert {r["mode"] for r in runs} == {"fp32", "bf16"}
@@ -51,6 +51,10 @@ def test_gpu_bench_cpu_smoke(tmp_path, capsys):
         assert r["status"] == "ok", r
         assert _positive(r["sentences_per_s"]) and _positive(r["model_tflops"])
         assert math.isfinite(r["last_loss"])
+    (prof,) = [r["profile"] for r in runs if "profile" in r]
+    assert prof["mode"] == "bf16" and prof["busy_ms_per_step"] > 0
+    assert sum(prof["ms_per_step_by_class"].values()) == pytest.approx(prof["busy_ms_per_step"], abs=0.05)
+    assert prof["ms_per_step_by_class"]["gemm"] > 0  # the linear layers' matmuls are found and classed
     assert records[-1]["bench"] == "gpu_summary"
     saved = json.loads(out.read_text())
     assert len(saved["records"]) == len(runs)
@@ -79,3 +83,23 @@ def test_train_cpu_bench_tiny(tiny_bert_dir, tmp_path, capsys):
     assert _positive(record["ours_sentences_per_s"]) and _positive(record["peer_sentences_per_s"])
     assert _positive(record["ratio_ours_over_peer"])
     assert math.isfinite(record["ours_last_loss"]) and math.isfinite(record["peer_last_loss"])
+
+
+def test_gpu_train_epoch_cpu_smoke(shared_data, senteval_data, tmp_path, capsys):
+    """train.py itself runs (tiny model, CPU); the rate is the median of its logged windows after the first,
+    and the epoch projection adds 62 dev evaluations of the measured eval time."""
+    bench = _load("gpu_train_epoch")
+    out = tmp_path / "epoch.json"
+    records = bench.main([
+        "--cpu_smoke", "--train_file", str(shared_data / "wiki" / "wiki1m_sample.txt"), "--senteval_data_dir",
+        str(senteval_data), "--variants", "eager_bf16", "--steps", "6", "--logging_steps", "2", "--out", str(out),
+    ])  # fmt: skip
+    (rec,) = records
+    assert rec["status"] == "ok", rec
+    windows = rec["windows_sentences_per_s"]
+    assert len(windows) == 3 and all(_positive(float(w)) for w in windows)
+    assert rec["sentences_per_s"] == pytest.approx(sorted(windows[1:])[0] / 2 + sorted(windows[1:])[1] / 2)
+    assert rec["epoch_with_evals_s"] == pytest.approx(1_000_000 / rec["sentences_per_s"] + 62 * rec["eval_runtime_s"])
+    assert rec["eval_runtime_s"] > 0
+    assert json.loads(out.read_text())[0]["variant"] == "eager_bf16"
+    assert "1M-sentence epoch projected" in capsys.readouterr().out

@@ -127,8 +127,78 @@ def test_parse_optim() -> None:
     assert parse_optim("adam") == (torch.optim.Adam, {"lr": 1e-3})
     assert parse_optim("rmsprop") == (torch.optim.RMSprop, {"lr": 1e-2})
     assert parse_optim("sgd,lr=0.5,momentum=0.9") == (torch.optim.SGD, {"lr": 0.5, "momentum": 0.9})
+    lbfgs_cls, lbfgs_kwargs = parse_optim("lbfgs,max_iter=500")
+    assert lbfgs_cls is torch.optim.LBFGS and lbfgs_kwargs["max_iter"] == 500
+    assert isinstance(lbfgs_kwargs["max_iter"], int) and lbfgs_kwargs["tolerance_grad"] == 1e-6
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgz'"):
+        parse_optim("lbfgz")
     with pytest.raises(ValueError, match="unknown optimizer"):
-        parse_optim("lbfgs")
+        TorchClassifier(4, 2, 1e-3, {"optim": "nadam"}, device="cpu")
+    with pytest.raises(ValueError, match="unknown lbfgs option"):
+        parse_optim("lbfgs,lr=0.1")
+
+
+def blobs3(seed: int = 0, n: int = 300, d: int = 10, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Three overlapping Gaussian classes: n training points then 200 held-out ones."""
+    rng = np.random.RandomState(seed)
+    y = rng.randint(k, size=n + 200)
+    return (rng.randn(k, d)[y] + rng.randn(n + 200, d)).astype(np.float32), y
+
+
+def test_lbfgs_is_sklearn_l2_logreg() -> None:
+    import torch
+
+    x, y = blobs3()
+    n, reg = 300, 1e-2
+    clf = TorchClassifier(10, 3, reg, {"optim": "lbfgs"}, device="cpu")
+    val_acc = clf.fit(x[:n], y[:n], validation_data=(x[n:], y[n:]))
+    assert val_acc == clf.score(x[n:], y[n:]) and clf.n_iter < 1000  # converged, no early stopping
+    # same objective: C * sum CE + ||W||^2 / 2 == n * C * (mean CE + reg / 2 * ||W||^2) with C = 1 / (n * reg);
+    # float64 input so scikit-learn does not solve in float32
+    ref = LogisticRegression(C=1 / (n * reg), tol=1e-10, max_iter=10000).fit(x[:n].astype(np.float64), y[:n])
+    assert (clf.predict(x[n:]) == ref.predict(x[n:].astype(np.float64))).mean() >= 0.99
+    w = clf.model.weight.detach().numpy()
+    assert np.abs(w - ref.coef_).max() <= 1e-3 * np.abs(ref.coef_).max()  # L2 makes W unique (rows sum to 0)
+    with torch.no_grad():
+        proba = torch.softmax(clf.model(torch.as_tensor(x[n:], dtype=torch.float64)), dim=1).numpy()
+    np.testing.assert_allclose(proba, ref.predict_proba(x[n:].astype(np.float64)), atol=1e-4)
+
+
+def test_lbfgs_is_deterministic_and_ignores_the_seed() -> None:
+    x, y = blobs3(seed=1)
+    weights = []
+    for seed in (1111, 1111, 7):
+        clf = TorchClassifier(10, 3, 1e-3, {"optim": "lbfgs,max_iter=500"}, seed=seed, device="cpu")
+        clf.fit(x[:300], y[:300], validation_data=(x[300:], y[300:]))
+        weights.append(clf.model.weight.detach().numpy().copy())
+    assert np.array_equal(weights[0], weights[1]) and np.array_equal(weights[0], weights[2])
+
+
+def test_lbfgs_with_a_validation_split_trains_on_everything() -> None:
+    """Without early stopping nothing needs holding out: validation_split=0.05 fits all rows (the same
+    weights as a fit on all rows scored elsewhere) and returns the training accuracy."""
+    x, y = blobs3(seed=2)
+    split = TorchClassifier(10, 3, 1e-3, {"optim": "lbfgs"}, device="cpu")
+    acc = split.fit(x[:300], y[:300], validation_split=0.05)
+    full = TorchClassifier(10, 3, 1e-3, {"optim": "lbfgs"}, device="cpu")
+    full.fit(x[:300], y[:300], validation_data=(x[300:], y[300:]))
+    assert np.array_equal(split.model.weight.detach().numpy(), full.model.weight.detach().numpy())
+    assert acc == split.score(x[:300], y[:300])
+
+
+def test_lbfgs_requires_a_linear_classifier() -> None:
+    with pytest.raises(ValueError, match="nhid must be 0"):
+        TorchClassifier(10, 3, 1e-3, {"optim": "lbfgs", "nhid": 50}, device="cpu")
+
+
+def test_classifier_optim_override_keeps_the_mode(tmp_path: Path) -> None:
+    from simcse import evaluation as ev
+
+    base = ev.senteval_params("fasttest", tmp_path)
+    over = ev.senteval_params("fasttest", tmp_path, classifier_optim="lbfgs")
+    assert base["classifier"]["optim"] == "rmsprop" and over["classifier"]["optim"] == "lbfgs"
+    assert {**over["classifier"], "optim": "rmsprop"} == base["classifier"] and over["kfold"] == base["kfold"]
+    assert ev.FAST_CLASSIFIER["optim"] == "rmsprop"  # the module default is not mutated
 
 
 def test_trec_bad_label_error(tmp_path: Path) -> None:
@@ -139,3 +209,41 @@ def test_trec_bad_label_error(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="latin-1")
     with pytest.raises(senteval.DataError, match=r"TREC_10.label:5: expected COARSE:fine"):
         senteval.SE(params(root), batcher).eval("TREC")
+
+
+def test_early_stopping_patience_is_a_budget_not_a_streak(monkeypatch) -> None:
+    """SentEval counts non-improving checks over the whole run (the count is never reset on improvement)
+    and stops at the first one after ``tenacity`` of them. Scripted validation accuracies:
+    0.50 best, 0.60 best, 0.55 (1st miss), 0.70 best, 0.65 (2nd miss), 0.65 (3rd miss -> stop).
+    A streak rule would have gone on to the 0.80 of the 7th check."""
+    accs = iter([0.50, 0.60, 0.55, 0.70, 0.65, 0.65, 0.80, 0.90, 0.95])
+    calls = {"n": 0}
+
+    def scripted_score(self, x, y):
+        calls["n"] += 1
+        return next(accs)
+
+    monkeypatch.setattr(TorchClassifier, "score", scripted_score)
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(40, 4).astype(np.float32), rng.randint(0, 2, 40)
+    clf = TorchClassifier(4, 2, 1e-4, {**FAST, "tenacity": 2, "epoch_size": 1, "max_epoch": 50}, device="cpu")
+    best = clf.fit(x, y, validation_data=(x, y))
+    assert calls["n"] == 6 and best == 0.70
+
+
+def test_max_epoch_bounds_the_passes(monkeypatch) -> None:
+    """Training continues while passes <= max_epoch (SentEval's bound): with epoch_size 2 and max_epoch 4,
+    the checks come after 2, 4 and 6 passes, then the loop ends (no early stop with rising accuracy)."""
+    accs = iter([0.1 * i for i in range(1, 20)])
+    calls = {"n": 0}
+
+    def rising_score(self, x, y):
+        calls["n"] += 1
+        return next(accs)
+
+    monkeypatch.setattr(TorchClassifier, "score", rising_score)
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(40, 4).astype(np.float32), rng.randint(0, 2, 40)
+    clf = TorchClassifier(4, 2, 1e-4, {**FAST, "epoch_size": 2, "max_epoch": 4}, device="cpu")
+    clf.fit(x, y, validation_data=(x, y))
+    assert calls["n"] == 3

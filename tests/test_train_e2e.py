@@ -126,3 +126,23 @@ def test_trainer_treats_the_loss_as_a_batch_mean(tiny_bert_dir, tmp_path):
 
     trainer = CLTrainer(model=model, args=TrainingArguments(str(tmp_path), use_cpu=True, report_to="none"))
     assert trainer.loss_is_scaled_for_ga is False and trainer.model_accepts_loss_kwargs is False
+
+
+def test_torch_compile_path_trains_and_saves_plain_weights(tiny_bert_dir, wiki_slice, senteval_data, tmp_path):
+    """``--torch_compile`` (transformers' flag, here with the cheap ``aot_eager`` backend so the test needs no
+    C++ compiler) goes through dynamo and AOT autograd in training; evaluation runs on the plain module and
+    the saved weights carry no ``_orig_mod.`` prefix. Throughput is logged per logging window."""
+    out = tmp_path / "out"
+    extra = ("--pooler_type", "cls", "--mlp_only_train", "--torch_compile", "--torch_compile_backend", "aot_eager",
+             "--pad_to_max_length")
+    results = train.main(_args(tiny_bert_dir, wiki_slice, out, senteval_data, *extra))
+    assert results["train_loss"] == pytest.approx(results["train_loss"]) and torch.isfinite(
+        torch.tensor(results["train_loss"])
+    )
+    saved = load_file(out / "model.safetensors")
+    assert saved and not any("_orig_mod" in k for k in saved)
+    model = AutoModel.from_pretrained(out)
+    assert torch.equal(model.embeddings.word_embeddings.weight, saved["embeddings.word_embeddings.weight"])
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    rates = [e["train_sentences_per_s"] for e in history if "train_sentences_per_s" in e]
+    assert len(rates) == 3 and all(r > 0 for r in rates)

@@ -11,12 +11,20 @@ from sklearn.model_selection import StratifiedKFold
 
 from senteval.tools.classifier import SklearnLogReg, TorchClassifier
 
-TORCH_REGS = (1e-5, 1e-4, 1e-3, 1e-2)
-SKLEARN_CS = tuple(2.0**t for t in range(-2, 4))
+TORCH_REGS = (1e-5, 1e-4, 1e-3, 1e-2)  # weight decay of the torch classifier
+SKLEARN_CS = tuple(2.0**t for t in range(-2, 4))  # C of the sklearn fallback (inner k-fold, split)
+SKLEARN_CS_KFOLD = tuple(2.0**t for t in range(-1, 6))  # SentEval's k-fold wrapper scans a shifted C grid
 
 
-def _grid(config: dict) -> tuple[float, ...]:
-    return TORCH_REGS if config.get("usepytorch", True) else SKLEARN_CS
+def _grid(config: dict, kfold_wrapper: bool = False) -> tuple[float, ...]:
+    if config.get("usepytorch", True):
+        return TORCH_REGS
+    return SKLEARN_CS_KFOLD if kfold_wrapper else SKLEARN_CS
+
+
+def _pct(fraction: float) -> float:
+    """Percent rounded to 2 decimals: SentEval compares and averages these rounded values."""
+    return round(100 * float(fraction), 2)
 
 
 def make_classifier(inputdim: int, config: dict, reg: float):
@@ -29,22 +37,24 @@ def _folds(y: np.ndarray, k: int, seed: int):
     return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
 
 
-def cv_choose_reg(x: np.ndarray, y: np.ndarray, config: dict) -> tuple[float, float]:
+def cv_choose_reg(x: np.ndarray, y: np.ndarray, config: dict, kfold_wrapper: bool = False) -> tuple[float, float]:
     """k-fold CV over the reg grid (each fold early-stops on its own held-out part, as upstream).
 
-    Returns (best reg, its mean CV accuracy as a fraction).
+    Mean fold accuracies are rounded to 2 decimals (percent) before the argmax, so near-ties go to
+    the first (weakest) reg exactly as in SentEval. Returns (best reg, its CV accuracy in percent).
     """
     folds = list(_folds(y, config["kfold"], config.get("seed", 1111)))
+    grid = _grid(config, kfold_wrapper)
     scores = []
-    for reg in _grid(config):
+    for reg in grid:
         accs = []
         for tr, te in folds:
             clf = make_classifier(x.shape[1], config, reg)
             clf.fit(x[tr], y[tr], validation_data=(x[te], y[te]))
             accs.append(clf.score(x[te], y[te]))
-        scores.append(float(np.mean(accs)))
+        scores.append(_pct(np.mean(accs)))
     best = int(np.argmax(scores))
-    return _grid(config)[best], scores[best]
+    return grid[best], scores[best]
 
 
 def inner_kfold(x: np.ndarray, y: np.ndarray, config: dict) -> dict:
@@ -55,17 +65,17 @@ def inner_kfold(x: np.ndarray, y: np.ndarray, config: dict) -> dict:
         clf = make_classifier(x.shape[1], config, reg)
         clf.fit(x[tr], y[tr], validation_split=0.05)
         dev.append(dev_acc)
-        test.append(clf.score(x[te], y[te]))
-    return {"devacc": round(100 * float(np.mean(dev)), 2), "acc": round(100 * float(np.mean(test)), 2)}
+        test.append(_pct(clf.score(x[te], y[te])))
+    return {"devacc": round(float(np.mean(dev)), 2), "acc": round(float(np.mean(test)), 2)}
 
 
 def kfold_then_test(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, config: dict) -> dict:
     """CV on train picks reg (devacc), retrain on all train (5 % val), score test; also returns yhat."""
-    reg, dev_acc = cv_choose_reg(x, y, config)
+    reg, dev_acc = cv_choose_reg(x, y, config, kfold_wrapper=True)
     clf = make_classifier(x.shape[1], config, reg)
     clf.fit(x, y, validation_split=0.05)
     yhat = clf.predict(xt)
-    return {"devacc": round(100 * dev_acc, 2), "acc": round(100 * float((yhat == yt).mean()), 2), "yhat": yhat}
+    return {"devacc": dev_acc, "acc": _pct((yhat == yt).mean()), "yhat": yhat}
 
 
 def split_classifier(data: dict[str, tuple[np.ndarray, np.ndarray]], config: dict) -> dict:
