@@ -101,3 +101,23 @@ def test_transfer_fasttest_close_to_sklearn_nested_cv(minilm_path: Path, senteva
     ref = 100 * cross_val_score(inner, x, y, cv=StratifiedKFold(3, shuffle=True, random_state=0)).mean()
     assert res["ntest"] == 3775
     assert res["acc"] == pytest.approx(ref, abs=0.5), (res["acc"], ref)
+
+    # --classifier_optim lbfgs vs scikit-learn running the same protocol (3 outer x 3 inner stratified folds,
+    # seed 1111, SentEval's weight-decay grid as C = 1 / (n * wd)): converged fits of the same objective.
+    conv_params = {**ev.senteval_params("fasttest", senteval_data, progress=False, classifier_optim="lbfgs"),
+                   "kfold": 3}
+    conv = senteval.SE(conv_params, ev._batcher(embed)).eval("CR")
+
+    def folds(labels):
+        return StratifiedKFold(3, shuffle=True, random_state=1111).split(np.zeros(len(labels)), labels)
+
+    def fit(xs, ys, wd):
+        return LogisticRegression(C=1 / (len(xs) * wd), max_iter=5000).fit(xs.astype(np.float64), ys)
+
+    accs = []
+    for tr, te in folds(y):
+        xin, yin = x[tr], y[tr]
+        cv = [np.mean([fit(xin[a], yin[a], wd).score(xin[b], yin[b]) for a, b in folds(yin)])
+              for wd in (1e-5, 1e-4, 1e-3, 1e-2)]
+        accs.append(fit(xin, yin, (1e-5, 1e-4, 1e-3, 1e-2)[int(np.argmax(cv))]).score(x[te], y[te]))
+    assert conv["acc"] == pytest.approx(100 * np.mean(accs), abs=0.5), (conv["acc"], 100 * np.mean(accs))
