@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> dict:
         try:
             parse_optim(args.classifier_optim)
         except ValueError as err:
-            raise SystemExit(f"error: --classifier_optim: {err}") from None
+            print(f"error: --classifier_optim: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
     device = args.device or ev.default_device()
     model, tokenizer = ev.load_encoder(args.model_name_or_path, device)
     pooler = args.pooler or eval_pooler_from_config(model.config) or "cls"

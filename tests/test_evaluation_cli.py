@@ -111,6 +111,16 @@ def test_bad_choices_exit_2(tiny_bert_dir: Path, argv_extra: list[str], capsys) 
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_bad_classifier_optim_fails_before_loading(tmp_path: Path, capsys) -> None:
+    """A typo in --classifier_optim is one error line and exit 2, before any model is loaded (none exists here)."""
+    with pytest.raises(SystemExit) as info:
+        evaluation.main(["--model_name_or_path", str(tmp_path / "no_model"), "--task_set", "transfer",
+                         "--classifier_optim", "lbgfs"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --classifier_optim: unknown optimizer 'lbgfs'")
+
+
 def test_bad_data_one_line_error(tiny_bert_dir: Path, tmp_path: Path, capsys) -> None:
     data = make_sts_data(tmp_path / "downstream", seed=5)
     gs = data / "STS" / "STS13-en-test" / "STS.gs.OnWN.txt"
