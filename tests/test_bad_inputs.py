@@ -206,8 +206,9 @@ def test_training_with_missing_senteval_dir(tiny_bert_dir, good_txt, tmp_path):
 # --- NaN loss ---------------------------------------------------------------------------------------------
 
 
-def test_nan_loss_stops_the_run_before_a_model_is_saved(tiny_bert_dir, good_txt, tmp_path, monkeypatch):
-    """The model's forward returns a NaN loss from the 3rd training forward on (global step 2, 0-based)."""
+def _poison_training_losses(monkeypatch, from_call: int, value: float, only_once: bool = False) -> dict[str, int]:
+    """Patch BertForCL.forward so the ``from_call``-th training forward (1-based; and later ones unless
+    ``only_once``) returns its loss times ``value`` (nan or inf). Returns the live call counter."""
     from simcse.models import BertForCL
 
     original = BertForCL.forward
@@ -218,11 +219,17 @@ def test_nan_loss_stops_the_run_before_a_model_is_saved(tiny_bert_dir, good_txt,
         out = original(self, *args, **kwargs)
         if self.training and kwargs.get("sent_emb") is not True:
             calls["train"] += 1
-            if calls["train"] >= 3:
-                out.loss = out.loss * float("nan")
+            if calls["train"] == from_call or (calls["train"] > from_call and not only_once):
+                out.loss = out.loss * value
         return out
 
     monkeypatch.setattr(BertForCL, "forward", forward)
+    return calls
+
+
+def test_nan_loss_stops_the_run_before_a_model_is_saved(tiny_bert_dir, good_txt, tmp_path, monkeypatch):
+    """The model's forward returns a NaN loss from the 3rd training forward on (global step 2, 0-based)."""
+    calls = _poison_training_losses(monkeypatch, 3, float("nan"))
     out = tmp_path / "out"
     args = train_args(tiny_bert_dir, good_txt, out, "--max_steps", "4", "--save_strategy", "steps")
     args += ["--save_steps", "1"]
@@ -235,30 +242,16 @@ def test_nan_loss_stops_the_run_before_a_model_is_saved(tiny_bert_dir, good_txt,
 
 
 def test_nan_loss_is_caught_without_a_sync_per_step(tiny_bert_dir, good_txt, tmp_path, monkeypatch):
-    """No log/save/eval until the end: the NaN of step 2 is found at the final check, reported with its own
+    """No log/save/eval until the end: the inf of step 2 is found at a later check, reported with its own
     step and value, and nothing is written; training ran on (no per-step host sync) until that check."""
-    from simcse.models import BertForCL
-
-    original = BertForCL.forward
-    calls = {"train": 0}
-
-    @functools.wraps(original)
-    def forward(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        if self.training and kwargs.get("sent_emb") is not True:
-            calls["train"] += 1
-            if calls["train"] == 3:
-                out.loss = out.loss * float("inf")
-        return out
-
-    monkeypatch.setattr(BertForCL, "forward", forward)
+    calls = _poison_training_losses(monkeypatch, 3, float("inf"), only_once=True)
     out = tmp_path / "out"
     args = train_args(tiny_bert_dir, good_txt, out, "--max_steps", "5", "--save_strategy", "no")
     args += ["--logging_strategy", "no"]
     with pytest.raises(NonFiniteLossError) as info:
         train.main(args)
     assert str(info.value).startswith("training loss is inf at step 2: stopping before a broken model is saved")
-    assert 3 < calls["train"] <= 5  # went on past the NaN step, to the next check (epoch end or the last step)
+    assert 3 < calls["train"] <= 5  # went on past the bad step, to the next check (epoch end or the last step)
     assert not (out / "model.safetensors").exists()
 
 

@@ -211,39 +211,34 @@ def test_trec_bad_label_error(tmp_path: Path) -> None:
         senteval.SE(params(root), batcher).eval("TREC")
 
 
+def _fit_with_scripted_scores(monkeypatch, accs: list[float], **config) -> tuple[int, float]:
+    """Fit a TorchClassifier whose validation accuracies are ``accs`` in turn; (number of checks, best)."""
+    script = iter(accs)
+    calls = {"n": 0}
+
+    def scripted_score(self, x, y):
+        calls["n"] += 1
+        return next(script)
+
+    monkeypatch.setattr(TorchClassifier, "score", scripted_score)
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(40, 4).astype(np.float32), rng.randint(0, 2, 40)
+    best = TorchClassifier(4, 2, 1e-4, {**FAST, **config}, device="cpu").fit(x, y, validation_data=(x, y))
+    return calls["n"], best
+
+
 def test_early_stopping_patience_is_a_budget_not_a_streak(monkeypatch) -> None:
     """SentEval counts non-improving checks over the whole run (the count is never reset on improvement)
     and stops at the first one after ``tenacity`` of them. Scripted validation accuracies:
     0.50 best, 0.60 best, 0.55 (1st miss), 0.70 best, 0.65 (2nd miss), 0.65 (3rd miss -> stop).
     A streak rule would have gone on to the 0.80 of the 7th check."""
-    accs = iter([0.50, 0.60, 0.55, 0.70, 0.65, 0.65, 0.80, 0.90, 0.95])
-    calls = {"n": 0}
-
-    def scripted_score(self, x, y):
-        calls["n"] += 1
-        return next(accs)
-
-    monkeypatch.setattr(TorchClassifier, "score", scripted_score)
-    rng = np.random.RandomState(0)
-    x, y = rng.randn(40, 4).astype(np.float32), rng.randint(0, 2, 40)
-    clf = TorchClassifier(4, 2, 1e-4, {**FAST, "tenacity": 2, "epoch_size": 1, "max_epoch": 50}, device="cpu")
-    best = clf.fit(x, y, validation_data=(x, y))
-    assert calls["n"] == 6 and best == 0.70
+    accs = [0.50, 0.60, 0.55, 0.70, 0.65, 0.65, 0.80, 0.90, 0.95]
+    checks, best = _fit_with_scripted_scores(monkeypatch, accs, tenacity=2, epoch_size=1, max_epoch=50)
+    assert checks == 6 and best == 0.70
 
 
 def test_max_epoch_bounds_the_passes(monkeypatch) -> None:
     """Training continues while passes <= max_epoch (SentEval's bound): with epoch_size 2 and max_epoch 4,
     the checks come after 2, 4 and 6 passes, then the loop ends (no early stop with rising accuracy)."""
-    accs = iter([0.1 * i for i in range(1, 20)])
-    calls = {"n": 0}
-
-    def rising_score(self, x, y):
-        calls["n"] += 1
-        return next(accs)
-
-    monkeypatch.setattr(TorchClassifier, "score", rising_score)
-    rng = np.random.RandomState(0)
-    x, y = rng.randn(40, 4).astype(np.float32), rng.randint(0, 2, 40)
-    clf = TorchClassifier(4, 2, 1e-4, {**FAST, "epoch_size": 2, "max_epoch": 4}, device="cpu")
-    clf.fit(x, y, validation_data=(x, y))
-    assert calls["n"] == 3
+    checks, best = _fit_with_scripted_scores(monkeypatch, [0.1 * i for i in range(1, 20)], epoch_size=2, max_epoch=4)
+    assert checks == 3 and best == pytest.approx(0.3)
