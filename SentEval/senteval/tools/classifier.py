@@ -79,8 +79,9 @@ class TorchClassifier:
         self.max_epoch = int(config.get("max_epoch", 200))
         self.dropout = float(config.get("dropout", 0.0))
         self.optim_spec = str(config.get("optim", "adam"))
-        optim_cls, _ = parse_optim(self.optim_spec)  # fail on a bad spec before any training
-        self.lbfgs = optim_cls is torch.optim.LBFGS
+        # parsed once, here, so a bad spec fails before any training
+        self.optim_cls, self.optim_kwargs = parse_optim(self.optim_spec)
+        self.lbfgs = self.optim_cls is torch.optim.LBFGS
         if self.lbfgs and self.nhid != 0:
             raise ValueError(f"optim {self.optim_spec!r} trains a linear classifier only: nhid must be 0, "
                              f"got {self.nhid}")
@@ -95,8 +96,8 @@ class TorchClassifier:
             with torch.no_grad():
                 self.model.weight.zero_()
                 self.model.bias.zero_()
-            _, kwargs = parse_optim(self.optim_spec)
-            self.optimizer = torch.optim.LBFGS(self.model.parameters(), line_search_fn="strong_wolfe", **kwargs)
+            self.optimizer = torch.optim.LBFGS(self.model.parameters(), line_search_fn="strong_wolfe",
+                                               **self.optim_kwargs)
             return
         torch.manual_seed(self.seed)
         if self.nhid == 0:
@@ -109,8 +110,7 @@ class TorchClassifier:
                 torch.nn.Linear(self.nhid, self.nclasses),
             )
         self.model.to(self.device)
-        cls, kwargs = parse_optim(self.optim_spec)
-        self.optimizer = cls(self.model.parameters(), weight_decay=self.l2reg, **kwargs)
+        self.optimizer = self.optim_cls(self.model.parameters(), weight_decay=self.l2reg, **self.optim_kwargs)
 
     def _tensors(self, x: np.ndarray, y: np.ndarray | None = None):
         np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
@@ -132,10 +132,10 @@ class TorchClassifier:
         scored, and with ``validation_split`` the model is trained on all of (x, y) and its training
         accuracy is returned (the wrappers use that return value only for early-stopped classifiers).
         """
-        if self.lbfgs and validation_data is None:
+        if self.lbfgs:
             self._build()
             self._fit_lbfgs(x, y)
-            return self.score(x, y)
+            return self.score(*validation_data) if validation_data is not None else self.score(x, y)
         if validation_data is None:
             perm = np.random.RandomState(self.seed).permutation(len(x))
             n_val = int(validation_split * len(x))  # floor, as SentEval
@@ -143,9 +143,6 @@ class TorchClassifier:
             validation_data = (x[val_idx], y[val_idx]) if n_val else (x, y)
             x, y = x[tr_idx], y[tr_idx]
         self._build()
-        if self.lbfgs:
-            self._fit_lbfgs(x, y)
-            return self.score(*validation_data)
         tx, ty = self._tensors(x, y)
         gen = torch.Generator().manual_seed(self.seed)
         loss_fn = torch.nn.CrossEntropyLoss()
