@@ -45,7 +45,7 @@ python train.py --model_name_or_path "$MODEL" --train_file "$TRAIN_FILE" --outpu
   --max_steps "$STEPS" --per_device_train_batch_size 64 --learning_rate 3e-5 --max_seq_length 32 \
   --evaluation_strategy steps --eval_steps "$EVAL_STEPS" --eval_on_start true --metric_for_best_model stsb_spearman \
   --load_best_model_at_end --pooler_type cls --mlp_only_train --temp 0.05 --do_train \
-  --overwrite_output_dir --logging_steps 20 --seed 42 --report_to none --length_buckets 4
+  --overwrite_output_dir --logging_steps 20 --seed 42 --report_to none
 
 echo "== after training: the SimCSE model (its config says cls_before_pooler), STS test =="
 python evaluation.py --model_name_or_path "$OUT/model" --task_set sts --mode test --output_json "$OUT/sts_after.json"

@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         **extra,
     )
     model.length_buckets = model_args.length_buckets
+    model.cls_only_last_layer = model_args.cls_only_last_layer
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
 

@@ -3,17 +3,22 @@
     python benchmarks/bench_features.py                     # ~4-6 min on 2 cores, compile included
     python benchmarks/bench_features.py --no-compile --repeats 5
 
-One baseline (SDPA attention, fp32, padding to the batch's longest, DataLoader with 0 workers, eager, no MLM)
-and one variant per feature, each changing exactly one thing. Why one shared baseline: the blocks of ALL
-variants and the baseline are interleaved (rotating order) on the same real wiki sentences, so every ratio is
-against a baseline measured in the same minutes; the median of ``--repeats`` blocks is kept.
+One baseline (SDPA attention, fp32, one encoder pass padded to the batch's longest with every position of
+every layer computed, DataLoader with 0 workers, eager, no MLM) and one variant per feature, each changing
+exactly one thing. Why one shared baseline: the blocks of ALL variants and the baseline are interleaved
+(rotating order) on the same real wiki sentences, so every ratio is against a baseline measured in the same
+minutes; the median of ``--repeats`` blocks is kept.
 
 Variants: ``eager_attn`` (``attn_implementation="eager"``), ``bf16_autocast`` (``torch.autocast("cpu", bf16)``;
 fp32 master weights), ``pad_multiple_8`` (``SimCSECollator(pad_to_multiple_of=8)``), ``workers_2``
-(``DataLoader(num_workers=2)``), ``compile`` (``torch.compile(model)``, compile time reported apart) and ``mlm``
-(``do_mlm=True``): a forward hook counts the encoder passes per step, showing that the second pass (over the
-masked ids) exists only with MLM. Encoding (``sent_emb=True``, no grad) is timed for the attention and bf16
-features, where inference changes too.
+(``DataLoader(num_workers=2)``), ``compile`` (``torch.compile(model)``, compile time reported apart),
+``length_buckets_4`` (``--length_buckets 4``, train.py's CPU default: 4 length-sorted buckets, each padded to its
+own length), ``cls_only_last_layer`` (train.py's default: the last layer's query, output and feed-forward at
+[CLS] only), ``mlm`` (``do_mlm=True``, vocabulary scores for the masked positions only, as we train) and
+``mlm_full_vocab`` (MLM scoring every position, as the original code does; ``mlm`` / ``mlm_full_vocab`` is what
+scoring the masked positions only is worth). A forward hook counts the encoder calls and the token positions
+they compute per step, showing that the second pass (over the masked ids) exists only with MLM. Encoding
+(``sent_emb=True``, no grad) is timed for the attention and bf16 features, where inference changes too.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from common import (  # noqa: E402
     print_table,
     read_sentences,
     set_threads,
+    trainer_optimizer,
 )
 
 ensure_repo_on_path()
@@ -61,6 +67,9 @@ class Variant:
     workers: int = 0
     compile: bool = False
     mlm: bool = False
+    mlm_full_vocab: bool = False
+    length_buckets: int = 1
+    cls_only: bool = False
 
 
 VARIANTS = (
@@ -70,7 +79,10 @@ VARIANTS = (
     Variant("pad_multiple_8", "pad to a multiple of 8 vs longest", pad_multiple=8),
     Variant("workers_2", "DataLoader workers 2 vs 0", workers=2),
     Variant("compile", "torch.compile vs eager", compile=True),
-    Variant("mlm", "MLM on vs off (cost of the 2nd encoder pass)", mlm=True),
+    Variant("length_buckets_4", "4 length buckets (CPU default) vs 1 padded pass", length_buckets=4),
+    Variant("cls_only_last_layer", "last layer at [CLS] only (default) vs all positions", cls_only=True),
+    Variant("mlm", "MLM on vs off (masked positions scored)", mlm=True),
+    Variant("mlm_full_vocab", "MLM on, every position scored (original) vs off", mlm=True, mlm_full_vocab=True),
 )
 
 
@@ -85,6 +97,7 @@ class Trainer:
     loader: torch.utils.data.DataLoader
     batch_size: int
     passes: int = 0
+    positions: int = 0
     steps: int = 0
     warmup_s: float | None = None
     error: str | None = None
@@ -122,14 +135,12 @@ class Trainer:
     def encode(self, batches: list[dict[str, torch.Tensor]]) -> int:
         """Sentence embeddings (eval mode, as the evaluation and the tool do) for pre-tokenised batches."""
         self.model.eval()
-        passes = self.passes  # the hook counts training passes only
         try:
             with self._autocast():
                 for batch in batches:
                     self.model(**batch, sent_emb=True)
         finally:
             self.model.train()
-            self.passes = passes
         return sum(int(b["input_ids"].shape[0]) for b in batches)
 
 
@@ -142,6 +153,10 @@ def build_trainer(variant: Variant, args: argparse.Namespace, dataset: Any, toke
         args.model, simcse_settings={**SETTINGS, "do_mlm": variant.mlm}, attn_implementation=variant.attn
     )
     model.train()
+    model.length_buckets = variant.length_buckets
+    model.cls_only_last_layer = variant.cls_only
+    if variant.mlm_full_vocab:
+        model._mlm_loss = _full_vocab_mlm_loss(model)
     collator = SimCSECollator(tokenizer, do_mlm=variant.mlm, pad_to_multiple_of=variant.pad_multiple)
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -156,16 +171,28 @@ def build_trainer(variant: Variant, args: argparse.Namespace, dataset: Any, toke
         variant=variant,
         model=model,
         forward=torch.compile(model) if variant.compile else model,
-        optimizer=torch.optim.AdamW(model.parameters(), lr=3e-5),
+        optimizer=trainer_optimizer(model.parameters(), 3e-5),
         loader=loader,
         batch_size=args.batch_size,
     )
 
-    def count_pass(*_: Any) -> None:
-        trainer.passes += 1
+    def count_pass(_module: Any, _args: Any, out: torch.Tensor) -> None:
+        if model.training:  # training steps only, not the encode blocks
+            trainer.passes += 1
+            trainer.positions += out.shape[0] * out.shape[1]  # (n, L, H): token positions computed
 
-    model.encoder.register_forward_hook(count_pass)  # model.encoder is the BertModel (both passes go through it)
+    model.encoder.embeddings.register_forward_hook(count_pass)  # every encoder call (both passes) embeds first
     return trainer
+
+
+def _full_vocab_mlm_loss(model: torch.nn.Module) -> Any:
+    """The original code's MLM loss: vocabulary scores for every position, the ignored ones included."""
+
+    def loss(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        scores = model.mlm_head(hidden)  # (n, L, V)
+        return torch.nn.functional.cross_entropy(scores.float().view(-1, scores.size(-1)), labels.reshape(-1))
+
+    return loss
 
 
 def warm_up(trainer: Trainer, steps: int) -> None:
@@ -263,6 +290,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "feature": trainer.variant.feature,
             "encoder_passes_per_step": trainer.passes / max(trainer.steps, 1),
             "mean_padded_tokens_per_step": sum(trainer.tokens) / max(len(trainer.tokens), 1),
+            "encoder_positions_per_step": trainer.positions / max(trainer.steps, 1),
         }
         if trainer.error:
             rec["error"] = trainer.error
@@ -290,13 +318,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"{rec['train_ratio']:.2f}x",
                     enc,
                     f"{rec['encoder_passes_per_step']:.0f}",
-                    f"{rec['mean_padded_tokens_per_step']:.0f}",
+                    f"{rec['encoder_positions_per_step']:.0f}",
                     note,
                 ]
             )
         if trainer.variant.compile:
             rec["warmup_incl_compile_s"] = trainer.warmup_s
         result["features"][name] = rec
+    if "mlm" in ok and "mlm_full_vocab" in ok:
+        result["ratio_mlm_masked_over_full_vocab"] = median(train_rates["mlm"]) / median(train_rates["mlm_full_vocab"])
+        rows.append(["mlm/mlm_full_vocab", "masked positions vs every position scored", "",
+                     f"{result['ratio_mlm_masked_over_full_vocab']:.2f}x", "", "", "", ""])  # fmt: skip
     print_table(
         [
             "variant",
@@ -304,8 +336,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "train sent/s",
             "ratio",
             "encode sent/s (ratio)",
-            "enc passes/step",
-            "padded tokens/step",
+            "encoder calls/step",
+            "positions/step",
             "note",
         ],
         rows,

@@ -292,6 +292,9 @@ def run_batch_size(args: argparse.Namespace, batch_size: int, device: torch.devi
         if key not in built:
             torch.manual_seed(0)  # same initial weights for every variant
             model = BertForCL._from_config(config, attn_implementation=attn).to(device).train()
+            # MFU counts every position of every layer: keep the full last layer in the eager modes too
+            # (compiled modes never take the [CLS] shortcut), and one padded pass (no length buckets).
+            model.cls_only_last_layer, model.length_buckets = False, 1
             fused = device.type == "cuda"
             if "pure" in mode:
                 model = model.to(torch.bfloat16)

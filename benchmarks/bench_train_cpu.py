@@ -4,11 +4,17 @@
     python benchmarks/bench_train_cpu.py --steps 2 --repeats 5 --threads 2
 
 Both sides train the same encoder (the same checkpoint) on the same real sentences in the same order, with
-the same batch, max_seq_len 32, AdamW (lr 3e-5), dropout on and the same torch threads:
+the same batch, max_seq_len 32, fused AdamW (lr 3e-5, weight decay 0: transformers' Trainer default, which both
+train.py and sentence-transformers' trainer use), dropout on and the same torch threads:
 
 * ``ours``: ``load_cl_model`` -> ``BertForCL`` (pooler ``cls`` = [CLS] + MLP, as in the paper), data tokenised
   once up front (as ``train.py`` does with ``load_training_dataset``) and batched by ``SimCSECollator`` into
-  (B, 2, L); ONE encoder pass over the 2B rows, contrastive loss (temperature 0.05).
+  (B, 2, L), contrastive loss (temperature 0.05), with train.py's defaults: on the CPU the 2B rows are encoded
+  as 4 length-sorted buckets, each padded to its own length (``--length_buckets``, automatic), and the last
+  layer runs at [CLS] only, the one position the loss reads (``--cls_only_last_layer``).
+* ``ours_plain``: the same with both off (``--length_buckets 1 --cls_only_last_layer false``): ONE padded
+  encoder pass over the 2B rows, all positions of every layer (the original code's computation), to show
+  what the two are worth.
 * ``peer``: ``SentenceTransformer(path)`` (max_seq_length = 32, its own mean pooling + normalise) with
   ``MultipleNegativesRankingLoss(scale=20.0)`` (= temperature 0.05) on (anchor, positive = same sentence) pairs;
   each column tokenised per step by ``model.tokenize`` (what its data collator does) and embedded by its own
@@ -42,9 +48,11 @@ from common import (  # noqa: E402
     print_table,
     read_sentences,
     set_threads,
+    trainer_optimizer,
 )
 
 ensure_repo_on_path()
+from simcse.models import DEFAULT_LENGTH_BUCKETS  # noqa: E402
 
 
 def default_model_path() -> str | None:
@@ -95,9 +103,11 @@ def build_ours(
     max_len: int,
     lr: float,
     two_pass: bool = False,
-    length_buckets: int = 1,
+    length_buckets: int = DEFAULT_LENGTH_BUCKETS,
+    plain: bool = False,
 ) -> Side:
-    """Our training step; ``two_pass`` prototypes the peer's layout (one encoder pass per view) to explain the gap."""
+    """Our training step; ``plain`` turns off both speed-ups (the original computation); ``two_pass``
+    prototypes the peer's layout (one full encoder pass per view) to explain the gap."""
     from transformers import AutoTokenizer
 
     from simcse.data import SimCSECollator, TrainingTexts, build_train_dataset
@@ -112,9 +122,10 @@ def build_ours(
     features = [{k: rows[k][i] for k in rows} for i in range(len(data))]
     batches = [features[i : i + batch_size] for i in range(0, len(features) - batch_size + 1, batch_size)]
     model = load_cl_model(model_path, simcse_settings={"pooler_type": "cls", "temp": 0.05, "mlp_only_train": True})
-    model.length_buckets = length_buckets  # train.py --length_buckets
+    model.length_buckets = 1 if plain else length_buckets  # train.py --length_buckets
+    model.cls_only_last_layer = not plain  # train.py --cls_only_last_layer
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    optimizer = trainer_optimizer(model.parameters(), lr)
     collator = SimCSECollator(tokenizer)
 
     def loss_two_pass(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -131,7 +142,9 @@ def build_ours(
         optimizer.step()
         return float(loss.detach())
 
-    name = "ours_2pass" if two_pass else ("ours" if length_buckets == 1 else f"ours_buckets{length_buckets}")
+    name = "ours_2pass" if two_pass else "ours_plain" if plain else "ours"
+    if length_buckets != DEFAULT_LENGTH_BUCKETS:
+        name = f"ours_buckets{length_buckets}"
     return Side(name, batches, collator, train)
 
 
@@ -144,7 +157,7 @@ def build_peer(model_path: str, texts: list[str], batch_size: int, max_len: int,
     model.max_seq_length = max_len
     model.train()
     loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    optimizer = trainer_optimizer(model.parameters(), lr)
     batches = [texts[i : i + batch_size] for i in range(0, len(texts) - batch_size + 1, batch_size)]
 
     def prepare(sentences: list[str]) -> list[dict[str, torch.Tensor]]:
@@ -174,8 +187,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--length_buckets",
         type=int,
-        default=4,
-        help="also time ours with train.py --length_buckets N (length-sorted buckets, less padding); 1 = off",
+        default=None,
+        help="also time ours with train.py --length_buckets N (length-sorted buckets, less padding)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -202,8 +215,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sides = {
         "ours": build_ours(args.model, texts, args.batch_size, args.max_seq_len, args.lr),
         "peer": build_peer(args.model, texts, args.batch_size, args.max_seq_len, args.lr),
+        "ours_plain": build_ours(args.model, texts, args.batch_size, args.max_seq_len, args.lr, plain=True),
     }
-    if args.length_buckets > 1:
+    if args.length_buckets not in (None, DEFAULT_LENGTH_BUCKETS, 1):
         sides[f"ours_buckets{args.length_buckets}"] = build_ours(
             args.model, texts, args.batch_size, args.max_seq_len, args.lr, length_buckets=args.length_buckets
         )
@@ -249,10 +263,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append([f"{a}/{b}", wall, cpu, "", "", "", ""])
 
     ratio("ours", "peer")
-    if args.length_buckets > 1:
+    ratio("ours_plain", "peer")
+    if f"ours_buckets{args.length_buckets}" in sides:
         ratio(f"ours_buckets{args.length_buckets}", "peer")
     if args.explain:
-        ratio("ours", "ours_2pass")
+        ratio("ours_plain", "ours_2pass")
         ratio("ours_2pass", "peer")
     print_table(
         ["side", "sentences/s", "sent/CPU-s", "step ms", "prep ms", "fwd+bwd+opt ms", "last loss"],

@@ -73,6 +73,13 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def trainer_optimizer(params: Any, lr: float) -> torch.optim.Optimizer:
+    """The optimizer transformers' ``Trainer`` builds by default (``optim="adamw_torch_fused"``, weight decay 0):
+    what ``train.py`` and sentence-transformers' trainer both use. The fused kernel matters on the CPU: 14 ms
+    per MiniLM step against 75 ms for the per-parameter loop of a plain ``AdamW``."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 

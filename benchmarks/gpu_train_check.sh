@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check of the real training path: train.py under torchrun (NCCL, world size 1), bf16, a
-# BERT-base-sized model from config (random weights, the small test vocab), unsup SimCSE on the wiki
-# sample for STEPS steps at batch 64, with in-training SentEval dev evaluation, best-checkpoint
-# reload and export. Prints train.py's metrics; writes them to $OUT (or ./gpu_check) as JSON.
+# BERT-base-sized model from config (random weights; gpu_train_epoch.make_model with TOK, a tokenizer
+# folder or vocab.txt, default the small test vocab), unsup SimCSE on the wiki sample for STEPS steps at
+# batch 64, with in-training SentEval dev evaluation, best-checkpoint reload and export. Prints
+# train.py's metrics; writes them to $OUT (or ./gpu_check) as JSON.
 #   bash benchmarks/gpu_train_check.sh WIKI_TXT SENTEVAL_DOWNSTREAM_DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,14 +11,9 @@ WIKI="${1:?wiki txt}"; SENTEVAL="${2:?senteval downstream dir}"
 STEPS="${STEPS:-200}"
 DEST="${OUT:-gpu_check}"; mkdir -p "$DEST"
 WORK="$(mktemp -d)"
-python3 - "$WORK/bert-base-random" <<'PY'
-import sys, torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
-tok = BertTokenizerFast("tests/fixtures/vocab.txt")
-torch.manual_seed(0)
-BertModel(BertConfig(vocab_size=len(tok))).save_pretrained(sys.argv[1])  # BERT-base shape
-tok.save_pretrained(sys.argv[1])
-PY
+python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; \
+from gpu_train_epoch import make_model; make_model(sys.argv[1], Path(sys.argv[2]))" \
+  "${TOK:-tests/fixtures/vocab.txt}" "$WORK/bert-base-random"  # BERT-base shape, random weights
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 torchrun --nproc_per_node 1 train.py --model_name_or_path "$WORK/bert-base-random" --train_file "$WIKI" \
   --output_dir "$WORK/run" --max_steps "$STEPS" --per_device_train_batch_size 64 --learning_rate 3e-5 \

@@ -45,12 +45,14 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def make_model(tokenizer_dir: str, dest: Path, tiny: bool) -> Path:
-    """A random-weight BERT (base shape, or tiny) with the given tokenizer, saved for train.py."""
+def make_model(tokenizer: str, dest: Path, tiny: bool = False) -> Path:
+    """A random-weight BERT (base shape, or tiny) with the given tokenizer (a folder, or a WordPiece
+    ``vocab.txt``), saved for train.py. Also used by gpu_train_check.sh."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    is_vocab = Path(tokenizer).is_file()
+    tok = BertTokenizerFast(vocab_file=tokenizer) if is_vocab else AutoTokenizer.from_pretrained(tokenizer)
     size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37) if tiny else {}
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=len(tok), **size)).save_pretrained(dest)

@@ -52,10 +52,19 @@ class ModelArguments:
         metadata={"help": "(ours) Under DDP, use every rank's sentences as negatives, as the paper does."},
     )
     length_buckets: int = field(
-        default=1,
+        default=0,
         metadata={
             "help": "(ours) Encode each training batch as N length-sorted buckets, each padded to its own length: "
-            "same loss, fewer padded positions (4 is ~1.2x faster on CPU); 1 = one padded pass as the original."
+            "same loss, ~25% fewer positions on wiki data (4: 1.05-1.2x faster on CPU); 1 = one padded pass as the "
+            "original; 0 (default) = 4 on the CPU, 1 on GPUs and under --torch_compile."
+        },
+    )
+    cls_only_last_layer: bool = field(
+        default=True,
+        metadata={
+            "help": "(ours) With a cls/cls_before_pooler pooler, run the last layer's query, output and feed-forward "
+            "at [CLS] only in training (the loss reads nothing else): same loss, 1.1-1.2x faster steps; "
+            "false = the full last layer, as the original."
         },
     )
     attn_implementation: str | None = field(
@@ -65,8 +74,8 @@ class ModelArguments:
     def __post_init__(self) -> None:
         if self.pooler_type not in TRAIN_POOLERS:
             raise ValueError(f"--pooler_type {self.pooler_type!r} is not one of: {', '.join(TRAIN_POOLERS)}")
-        if self.length_buckets < 1:
-            raise ValueError(f"--length_buckets must be >= 1, got {self.length_buckets}")
+        if self.length_buckets < 0:
+            raise ValueError(f"--length_buckets must be >= 0 (0 = automatic), got {self.length_buckets}")
         if self.temp <= 0:
             raise ValueError(f"--temp must be positive, got {self.temp}")
 

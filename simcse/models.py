@@ -30,6 +30,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAtte
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
 
+from simcse.cls_shortcut import encode_first_position, supports_cls_shortcut
 from simcse.distributed import gather_with_local_grad
 from simcse.losses import contrastive_loss
 from simcse.poolers import check_pooler_type, needs_hidden_states, pool
@@ -48,7 +49,24 @@ SIMCSE_CONFIG_DEFAULTS: dict[str, Any] = {
 }
 
 # Not a property of the model: how the training forward batches its encoder work (speed only).
-DEFAULT_LENGTH_BUCKETS = 1
+# 0 = automatic: CPU_LENGTH_BUCKETS on the CPU, one padded pass (the original layout) elsewhere.
+DEFAULT_LENGTH_BUCKETS = 0
+CPU_LENGTH_BUCKETS = 4  # measured best of 1/4/8/16 for MiniLM at batch 64 (benchmarks/README.md)
+
+
+def effective_length_buckets(length_buckets: int, device: torch.device) -> int:
+    """How many length buckets a training forward on ``device`` uses for the setting ``length_buckets``.
+
+    Automatic (0) buckets only on the CPU: there fewer padded positions are less work (1.05-1.2x per
+    step), while on a GPU a small-batch step is bound by kernel launches (4 buckets = 4x the launches)
+    and varying shapes defeat CUDA graphs; under torch.compile the data-dependent widths break the graph.
+    """
+    if length_buckets > 0:
+        return length_buckets
+    if device.type == "cpu" and not torch.compiler.is_compiling():
+        return CPU_LENGTH_BUCKETS
+    return 1
+
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 
@@ -107,7 +125,7 @@ class _BertMLMHead(nn.Module):
     def decoder(self) -> nn.Linear:
         return self.predictions.decoder
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (n, L, H) -> (n, L, V)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (..., H) -> (..., V)
         p = self.predictions
         h = p.transform.LayerNorm(self.act(p.transform.dense(h)))
         return p.decoder(h) + p.bias
@@ -123,7 +141,7 @@ class _RobertaMLMHead(nn.Module):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (n, L, H) -> (n, L, V)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (..., H) -> (..., V)
         return self.decoder(self.layer_norm(F.gelu(self.dense(h)))) + self.bias
 
 
@@ -159,9 +177,20 @@ class _SimCSEMixin:
         nn.init.normal_(dense.weight, mean=0.0, std=self.config.initializer_range)
         nn.init.zeros_(dense.bias)
 
-    def _encode(self, input_ids, attention_mask, token_type_ids, **encoder_kwargs) -> tuple[torch.Tensor, Any]:
-        """One encoder pass; returns (pooled, outputs). pooled: (n, H), MLP applied for `cls`."""
+    def _encode(
+        self, input_ids, attention_mask, token_type_ids, training_loss: bool = False, **encoder_kwargs
+    ) -> tuple[torch.Tensor, Any]:
+        """One encoder pass; returns (pooled, outputs). pooled: (n, H), MLP applied for `cls`.
+
+        ``training_loss``: the caller needs the pooled vectors only (the contrastive loss), so a [CLS]
+        pooler may skip the last layer's other positions (simcse.cls_shortcut; ``outputs`` then holds
+        the (n, 1, H) position-0 state).
+        """
         pooler_type = self.config.pooler_type
+        if training_loss and not encoder_kwargs and self._use_cls_shortcut():
+            first = encode_first_position(self.encoder, input_ids, attention_mask, token_type_ids)  # (n, 1, H)
+            pooled = self.encoder.pooler(first) if pooler_type == "cls" else first[:, 0]  # (n, H)
+            return pooled, BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=first, pooler_output=pooled)
         outputs = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -175,11 +204,22 @@ class _SimCSEMixin:
         return pool(pooler_type, attention_mask, outputs.last_hidden_state, outputs.hidden_states), outputs
 
     length_buckets: int = DEFAULT_LENGTH_BUCKETS
+    cls_only_last_layer: bool = True  # speed only (train.py --cls_only_last_layer); see simcse.cls_shortcut
+
+    def _use_cls_shortcut(self) -> bool:
+        """Whether the training forward may run the last layer at [CLS] only (same loss, less work).
+        Not under torch.compile: swapping the layer list inside a compiled forward would break the graph."""
+        return (
+            self.cls_only_last_layer
+            and self.config.pooler_type in ("cls", "cls_before_pooler")
+            and not torch.compiler.is_compiling()
+            and supports_cls_shortcut(self.encoder)
+        )
     # forward() takes **kwargs only to pass encoder options through; it does not normalise its loss by
     # token counts, so transformers must not treat it as a loss-kwargs model (GA / device scaling).
     accepts_loss_kwargs = False
 
-    def _encode_bucketed(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+    def _encode_bucketed(self, input_ids, attention_mask, token_type_ids, buckets: int) -> torch.Tensor:
         """Pooled (n, H) embeddings, encoding length-sorted buckets each padded to its own length.
 
         Padding positions are masked out of attention and pooling, so this is the same function as
@@ -191,12 +231,12 @@ class _SimCSEMixin:
         lengths = attention_mask.sum(dim=1)  # (n,)
         order = torch.argsort(lengths, stable=True)  # (n,)
         pieces = []
-        for idx in torch.tensor_split(order, min(self.length_buckets, n)):
+        for idx in torch.tensor_split(order, min(buckets, n)):
             width = int(lengths[idx].max())
             if bool(attention_mask[idx, width:].any()):  # left padding: cannot crop, use the full width
                 width = input_ids.size(1)
             tt = None if token_type_ids is None else token_type_ids[idx, :width]
-            pooled, _ = self._encode(input_ids[idx, :width], attention_mask[idx, :width], tt)
+            pooled, _ = self._encode(input_ids[idx, :width], attention_mask[idx, :width], tt, training_loss=True)
             pieces.append(pooled)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(n, device=order.device)
@@ -245,11 +285,14 @@ class _SimCSEMixin:
             return None if t is None else t.reshape(batch_size * num_sent, -1)
 
         # One pass over all B*S sentences: the two views of a sentence differ only by dropout.
-        if self.length_buckets > 1 and not kwargs:
-            pooled = self._encode_bucketed(flat(input_ids), flat(attention_mask), flat(token_type_ids))
+        buckets = effective_length_buckets(self.length_buckets, input_ids.device)
+        if buckets > 1 and not kwargs:
+            pooled = self._encode_bucketed(flat(input_ids), flat(attention_mask), flat(token_type_ids), buckets)
             hidden_states = None
         else:
-            pooled, outputs = self._encode(flat(input_ids), flat(attention_mask), flat(token_type_ids), **kwargs)
+            pooled, outputs = self._encode(
+                flat(input_ids), flat(attention_mask), flat(token_type_ids), training_loss=True, **kwargs
+            )
             hidden_states = outputs.hidden_states
         pooled = pooled.view(batch_size, num_sent, -1)  # (B, S, H)
         z1, z2 = pooled[:, 0], pooled[:, 1]  # (B, H) anchors, positives
@@ -271,13 +314,28 @@ class _SimCSEMixin:
                 token_type_ids=flat(token_type_ids),
                 return_dict=True,
             )
-            scores = self.mlm_head(mlm_out.last_hidden_state)  # (B*S, L, V)
-            mlm_loss = F.cross_entropy(scores.float().view(-1, scores.size(-1)), flat(mlm_labels).view(-1))
+            mlm_loss = self._mlm_loss(mlm_out.last_hidden_state, flat(mlm_labels))
             loss = loss + self.config.mlm_weight * mlm_loss
 
         if not return_dict:
             return (loss, logits)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+    def _mlm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the masked tokens (SPEC 1.7: mean over labels != -100).
+
+        hidden: (n, L, H), labels: (n, L). Only the masked positions (~15%) go through the vocabulary
+        projection: the other positions are ignored by the loss, so computing their (V,) scores, as the
+        original does, only costs time (the projection and softmax over 30k words dominate the MLM step).
+        Under torch.compile the full projection is kept: a data-dependent row count breaks the graph.
+        """
+        hidden = hidden.reshape(-1, hidden.size(-1))  # (n*L, H)
+        labels = labels.reshape(-1)  # (n*L,)
+        if not torch.compiler.is_compiling():
+            keep = labels != -100  # (n*L,); the one host sync of the MLM path
+            hidden, labels = hidden[keep], labels[keep]  # (m, H), (m,)
+        scores = self.mlm_head(hidden)  # (m, V)
+        return F.cross_entropy(scores.float(), labels)
 
     def _init_simcse_weights(self, module: nn.Module) -> None:
         # The output bias lives outside nn.Linear, so HF's generic init does not cover it.

@@ -81,7 +81,12 @@ def test_train_cpu_bench_tiny(tiny_bert_dir, tmp_path, capsys):
     )
     (record,) = [r for r in _json_records(capsys.readouterr().out) if r["bench"] == "train_cpu"]
     assert _positive(record["ours_sentences_per_s"]) and _positive(record["peer_sentences_per_s"])
-    assert _positive(record["ratio_ours_over_peer"])
+    assert _positive(record["ours_plain_sentences_per_s"])
+    assert record["ratio_ours_over_peer"] == pytest.approx(
+        record["ours_sentences_per_s"] / record["peer_sentences_per_s"]
+    )
+    # Same data, same maths: the default (buckets, [CLS]-only last layer) and the plain pass give close losses.
+    assert record["ours_last_loss"] == pytest.approx(record["ours_plain_last_loss"], rel=0.5)
     assert math.isfinite(record["ours_last_loss"]) and math.isfinite(record["peer_last_loss"])
 
 
@@ -103,3 +108,25 @@ def test_gpu_train_epoch_cpu_smoke(shared_data, senteval_data, tmp_path, capsys)
     assert rec["eval_runtime_s"] > 0
     assert json.loads(out.read_text())[0]["variant"] == "eager_bf16"
     assert "1M-sentence epoch projected" in capsys.readouterr().out
+
+
+def test_features_bench_tiny(tiny_bert_dir, tmp_path, capsys):
+    """The feature bench runs each variant; its hook shows one encoder call per step without MLM, a
+    second one only with MLM, and 4 calls over fewer positions for the length buckets."""
+    data = tmp_path / "sents.txt"
+    data.write_text("\n".join(("a cat " * (1 + i % 7)) + f"number {i}." for i in range(60)) + "\n")
+    bench = _load("bench_features")
+    argv = ["--model", str(tiny_bert_dir), "--data", str(data), "--batch_size", "8", "--repeats", "1"]
+    variants = ["length_buckets_4", "cls_only_last_layer", "mlm", "mlm_full_vocab"]
+    bench.main(argv + ["--encode_batches", "1", "--no-compile", "--only", *variants])
+    (record,) = [r for r in _json_records(capsys.readouterr().out) if r["bench"] == "features_cpu"]
+    feats = record["features"]
+    assert set(feats) == {"baseline", "length_buckets_4", "cls_only_last_layer", "mlm", "mlm_full_vocab"}
+    calls = {name: f["encoder_passes_per_step"] for name, f in feats.items()}
+    assert calls == {"baseline": 1, "length_buckets_4": 4, "cls_only_last_layer": 1, "mlm": 2, "mlm_full_vocab": 2}
+    base_positions = feats["baseline"]["encoder_positions_per_step"]
+    assert base_positions == feats["baseline"]["mean_padded_tokens_per_step"]  # one pass over the padded batch
+    assert feats["length_buckets_4"]["encoder_positions_per_step"] < base_positions
+    assert record["ratio_mlm_masked_over_full_vocab"] == pytest.approx(
+        feats["mlm"]["train_sentences_per_s"] / feats["mlm_full_vocab"]["train_sentences_per_s"]
+    )

@@ -7,7 +7,16 @@ import torch
 from transformers import AutoConfig, AutoModel, DistilBertConfig
 
 from simcse.losses import contrastive_loss
-from simcse.models import BertForCL, RobertaForCL, UnsupportedModelError, load_cl_model, model_class_for
+from simcse.models import (
+    CPU_LENGTH_BUCKETS,
+    DEFAULT_LENGTH_BUCKETS,
+    BertForCL,
+    RobertaForCL,
+    UnsupportedModelError,
+    effective_length_buckets,
+    load_cl_model,
+    model_class_for,
+)
 from simcse.poolers import POOLER_TYPES, embed_with_hf_encoder, pool
 from tests.conftest import make_tokenizer
 
@@ -149,6 +158,46 @@ def test_mlm_loss_is_added_with_its_weight(tiny_model_dirs, model_type):
     assert model.mlm_head.decoder.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
 
 
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_mlm_scores_only_masked_positions_same_loss_and_gradients(tiny_model_dirs, model_type):
+    """The vocabulary projection runs on the labelled rows only; loss and gradients equal the full
+    projection with SPEC 1.7's mean over labels != -100 (computed here by hand from log-softmax)."""
+    model = _cl(tiny_model_dirs, model_type, do_mlm=True, mlm_weight=1.0).eval()  # eval: no dropout
+    batch = _batch(model_type)
+    pairs = {k: torch.stack([v[:2], v[2:]], 1) for k, v in batch.items()}  # (2, 2, L)
+    labels = torch.full_like(pairs["input_ids"], -100)
+    labels[..., 1::3] = pairs["input_ids"][..., 1::3]  # a sparse set of labelled positions
+    labels[pairs["attention_mask"] == 0] = -100
+    n_labelled = int((labels != -100).sum())
+    assert 0 < n_labelled < labels.numel() // 2
+    seen: list[torch.Size] = []
+    hook = model.mlm_head.register_forward_hook(lambda _m, args, _o: seen.append(args[0].shape))
+    out = model(**pairs, mlm_input_ids=pairs["input_ids"], mlm_labels=labels)
+    hook.remove()
+    out.loss.backward()
+    got_grads = (
+        model.mlm_head.decoder.weight.grad.clone(),
+        model.encoder.embeddings.word_embeddings.weight.grad.clone(),
+    )
+    assert seen == [torch.Size([n_labelled, model.config.hidden_size])]
+
+    model.zero_grad()
+    contrastive = model(**pairs).loss
+    h = model.encoder(
+        input_ids=pairs["input_ids"].view(4, -1), attention_mask=pairs["attention_mask"].view(4, -1)
+    ).last_hidden_state  # (4, L, H)
+    logp = model.mlm_head(h).log_softmax(-1)  # (4, L, V), every position
+    flat_labels = labels.view(4, -1)
+    picked = [
+        -logp[i, t, flat_labels[i, t]] for i in range(4) for t in range(flat_labels.size(1)) if flat_labels[i, t] >= 0
+    ]
+    ref = contrastive + torch.stack(picked).mean()
+    ref.backward()
+    assert out.loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(got_grads[0], model.mlm_head.decoder.weight.grad, atol=1e-6)
+    assert torch.allclose(got_grads[1], model.encoder.embeddings.word_embeddings.weight.grad, atol=1e-6)
+
+
 def test_checkpoint_records_settings_and_loads_with_automodel(tiny_bert_dir, tmp_path):
     model = load_cl_model(str(tiny_bert_dir), simcse_settings={"pooler_type": "cls", "temp": 0.1}).eval()
     model.save_pretrained(tmp_path)
@@ -179,3 +228,24 @@ def test_length_buckets_compute_the_same_loss_and_gradients(tiny_model_dirs, poo
     (l1, g1, w1), (l3, g3, w3) = results
     assert torch.allclose(l1, l3, atol=1e-5) and torch.allclose(g1, g3, atol=1e-4)
     assert torch.allclose(w1, w3, atol=1e-6)
+
+
+def test_automatic_length_buckets_bucket_on_cpu_only(tiny_model_dirs):
+    """The default (0) buckets CPU training batches, keeps one padded pass elsewhere, and an explicit
+    setting always wins; the encoder widths show what was run."""
+    assert effective_length_buckets(0, torch.device("cpu")) == CPU_LENGTH_BUCKETS > 1
+    assert effective_length_buckets(0, torch.device("cuda")) == 1
+    assert effective_length_buckets(1, torch.device("cpu")) == 1
+    assert effective_length_buckets(3, torch.device("cuda")) == 3
+    sentences = ["a", "the dog runs in the park with a red ball", "children eat", "a man is playing the guitar ."]
+    batch = _batch("bert", sentences * 2)
+    pairs = {k: torch.stack([v[:4], v[4:]], 1) for k, v in batch.items()}  # (4, 2, L)
+    full_width = pairs["input_ids"].size(-1)
+    for setting, expected_passes in ((DEFAULT_LENGTH_BUCKETS, CPU_LENGTH_BUCKETS), (1, 1)):
+        model = _cl(tiny_model_dirs).train()
+        model.length_buckets = setting
+        widths: list[int] = []
+        model.bert.embeddings.register_forward_hook(lambda _m, _a, out, seen=widths: seen.append(out.size(1)))
+        model(**pairs).loss.backward()
+        assert len(widths) == expected_passes
+        assert max(widths) == full_width and (setting == 1 or min(widths) < full_width)

@@ -1,0 +1,117 @@
+"""The [CLS] training shortcut (simcse.cls_shortcut): the last layer at position 0 only, same loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from simcse.cls_shortcut import first_position_of_last_layer, supports_cls_shortcut
+from simcse.models import load_cl_model
+from tests.conftest import make_config, make_tokenizer
+
+SENTENCES = ["a", "the dog runs in the park with a red ball", "children eat", "a man is playing the guitar ."]
+
+
+def _pairs(model_type: str) -> dict[str, torch.Tensor]:
+    batch = make_tokenizer(model_type)(SENTENCES * 2, padding=True, return_tensors="pt")
+    return {k: torch.stack([v[:4], v[4:]], 1) for k, v in batch.items()}  # (4, 2, L), different lengths
+
+
+def _model(tiny_model_dirs, model_type: str, shortcut: bool, **settings):
+    torch.manual_seed(0)  # the same fresh MLP for both models of a comparison
+    model = load_cl_model(str(tiny_model_dirs[model_type]), simcse_settings={"pooler_type": "cls", **settings})
+    model.cls_only_last_layer = shortcut
+    return model
+
+
+def _query_inputs(model) -> list[torch.Size]:
+    """Record the input shape of the last layer's query projection at every call."""
+    seen: list[torch.Size] = []
+    model.encoder.encoder.layer[-1].attention.self.query.register_forward_hook(
+        lambda _m, args, _o: seen.append(args[0].shape)
+    )
+    return seen
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+@pytest.mark.parametrize("pooler_type", ["cls", "cls_before_pooler"])
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_shortcut_gives_the_full_layers_loss_and_gradients(tiny_model_dirs, model_type, pooler_type, buckets):
+    pairs = _pairs(model_type)
+    results = []
+    for shortcut in (False, True):
+        model = _model(tiny_model_dirs, model_type, shortcut, pooler_type=pooler_type).eval()  # no dropout
+        model.length_buckets = buckets
+        seen = _query_inputs(model)
+        out = model(**pairs)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out.loss.detach(), out.logits.detach(), grads, seen))
+    (l_full, g_full, grads_full, seen_full), (l_cut, g_cut, grads_cut, seen_cut) = results
+    assert torch.allclose(l_full, l_cut, atol=1e-6) and torch.allclose(g_full, g_cut, atol=1e-5)
+    assert grads_full.keys() == grads_cut.keys()  # every parameter still gets its gradient
+    for name, grad in grads_full.items():
+        assert torch.allclose(grad, grads_cut[name], atol=1e-6), name
+    assert all(shape[1] > 1 for shape in seen_full)
+    assert all(shape[1] == 1 for shape in seen_cut) and sum(s[0] for s in seen_cut) == 8  # 8 rows, query at [CLS]
+
+
+def test_shortcut_only_for_cls_training_losses(tiny_model_dirs):
+    """avg poolers, sentence embeddings and the MLM pass need every position: they run the full layer."""
+    pairs = _pairs("bert")
+    avg = _model(tiny_model_dirs, "bert", True, pooler_type="avg").eval()
+    seen = _query_inputs(avg)
+    avg(**pairs)
+    assert seen and all(shape[1] > 1 for shape in seen)
+
+    cls = _model(tiny_model_dirs, "bert", True, do_mlm=True).eval()
+    cls.length_buckets = 1  # one contrastive pass, then the MLM pass
+    seen = _query_inputs(cls)
+    flat = {k: v.view(8, -1) for k, v in pairs.items()}
+    emb = cls(**flat, sent_emb=True)
+    assert emb.last_hidden_state.shape[:2] == flat["input_ids"].shape  # full hidden states for users
+    labels = pairs["input_ids"].clone()
+    cls(**pairs, mlm_input_ids=pairs["input_ids"], mlm_labels=labels)
+    assert [shape[1] for shape in seen] == [flat["input_ids"].size(1), 1, flat["input_ids"].size(1)]
+
+
+def test_layer_list_is_restored_even_after_an_error(tiny_model_dirs):
+    model = _model(tiny_model_dirs, "bert", True).train()
+    keys = list(model.state_dict())
+    layers = list(model.encoder.encoder.layer)
+    bad = _pairs("bert")
+    bad["input_ids"] = bad["input_ids"].clone()
+    bad["input_ids"][0, 0, 1] = model.config.vocab_size + 5  # out of the embedding table
+    with pytest.raises(IndexError):
+        model(**bad)
+    assert list(model.encoder.encoder.layer) == layers and list(model.state_dict()) == keys
+    model(**_pairs("bert")).loss.backward()  # and it still trains
+    assert list(model.encoder.encoder.layer) == layers
+
+
+def test_unsupported_layouts_run_in_full(tiny_model_dirs):
+    model = _model(tiny_model_dirs, "bert", True)
+    assert supports_cls_shortcut(model.encoder)
+    model.encoder.config.position_embedding_type = "relative_key"  # attention that needs all query positions
+    assert not supports_cls_shortcut(model.encoder)
+    seen = _query_inputs(model)
+    model.eval()(**_pairs("bert"))
+    assert seen and seen[0][1] > 1
+
+
+def test_attention_dropout_is_applied_at_the_layers_rate():
+    """Training mode draws attention-probability dropout with the layer's own p (hidden dropout off here)."""
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    config = make_config("bert", 50, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.5)
+    layer = BertModel(config).encoder.layer[0]
+    hidden = torch.randn(3, 6, 32)  # (n, L, H)
+    mask = torch.ones(3, 6, dtype=torch.long)
+    reference = layer.eval()(hidden, None)[:, :1]  # the full layer's position 0, no dropout
+    assert torch.allclose(first_position_of_last_layer(layer, hidden, mask), reference, atol=1e-6)
+    layer.train()
+    draws = [first_position_of_last_layer(layer, hidden, mask) for _ in range(2)]
+    assert not torch.allclose(draws[0], draws[1]) and not torch.allclose(draws[0], reference)
+    layer.attention.self.dropout.p = 0.0
+    assert torch.allclose(first_position_of_last_layer(layer, hidden, mask), reference, atol=1e-6)
