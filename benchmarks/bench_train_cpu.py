@@ -52,7 +52,7 @@ from common import (  # noqa: E402
 )
 
 ensure_repo_on_path()
-from simcse.models import DEFAULT_LENGTH_BUCKETS  # noqa: E402
+from simcse.length_buckets import DEFAULT_LENGTH_BUCKETS  # noqa: E402
 
 
 def default_model_path() -> str | None:

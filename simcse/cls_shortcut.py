@@ -16,7 +16,9 @@ The first n-1 layers are run by transformers' own forward (with its masks and at
 temporary copy of the layer list without the last layer; the last layer is then applied through its
 own submodules (``attention.self.query/key/value``, ``attention.output``, ``intermediate``, ``output``),
 the parameter names every BERT/RoBERTa checkpoint has. Encoders that do not look like that (relative
-position embeddings, decoders, other layouts) are run in full.
+position embeddings, decoders, other layouts) are run in full. Because the layer list is swapped for the
+duration of a call, the shortcut is for a single-threaded loop (training, evaluation): another thread
+running the same model object meanwhile would see the shortened list. The inference tool does not use it.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPr
 
 from simcse.cls_shortcut import encode_first_position, supports_cls_shortcut
 from simcse.distributed import gather_with_local_grad
+from simcse.length_buckets import DEFAULT_LENGTH_BUCKETS, effective_length_buckets, encode_in_buckets
 from simcse.losses import contrastive_loss
 from simcse.poolers import check_pooler_type, needs_hidden_states, pool
 
@@ -47,26 +48,6 @@ SIMCSE_CONFIG_DEFAULTS: dict[str, Any] = {
     "mlp_only_train": False,
     "gather_negatives": True,
 }
-
-# Not a property of the model: how the training forward batches its encoder work (speed only).
-# 0 = automatic: CPU_LENGTH_BUCKETS on the CPU, one padded pass (the original layout) elsewhere.
-DEFAULT_LENGTH_BUCKETS = 0
-CPU_LENGTH_BUCKETS = 4  # measured best of 1/4/8/16 for MiniLM at batch 64 (benchmarks/README.md)
-
-
-def effective_length_buckets(length_buckets: int, device: torch.device) -> int:
-    """How many length buckets a training forward on ``device`` uses for the setting ``length_buckets``.
-
-    Automatic (0) buckets only on the CPU: there fewer padded positions are less work (1.05-1.2x per
-    step), while on a GPU a small-batch step is bound by kernel launches (4 buckets = 4x the launches)
-    and varying shapes defeat CUDA graphs; under torch.compile the data-dependent widths break the graph.
-    """
-    if length_buckets > 0:
-        return length_buckets
-    if device.type == "cpu" and not torch.compiler.is_compiling():
-        return CPU_LENGTH_BUCKETS
-    return 1
-
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 
@@ -219,29 +200,6 @@ class _SimCSEMixin:
     # token counts, so transformers must not treat it as a loss-kwargs model (GA / device scaling).
     accepts_loss_kwargs = False
 
-    def _encode_bucketed(self, input_ids, attention_mask, token_type_ids, buckets: int) -> torch.Tensor:
-        """Pooled (n, H) embeddings, encoding length-sorted buckets each padded to its own length.
-
-        Padding positions are masked out of attention and pooling, so this is the same function as
-        one padded pass (equal up to float rounding, tested) with fewer token positions computed:
-        on the wiki data at batch 64, 4 buckets compute ~22% fewer positions. Dropout masks are
-        drawn per element either way, so the training objective is unchanged.
-        """
-        n = input_ids.size(0)
-        lengths = attention_mask.sum(dim=1)  # (n,)
-        order = torch.argsort(lengths, stable=True)  # (n,)
-        pieces = []
-        for idx in torch.tensor_split(order, min(buckets, n)):
-            width = int(lengths[idx].max())
-            if bool(attention_mask[idx, width:].any()):  # left padding: cannot crop, use the full width
-                width = input_ids.size(1)
-            tt = None if token_type_ids is None else token_type_ids[idx, :width]
-            pooled, _ = self._encode(input_ids[idx, :width], attention_mask[idx, :width], tt, training_loss=True)
-            pieces.append(pooled)
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(n, device=order.device)
-        return torch.cat(pieces)[inverse]  # (n, H) back in input order
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -287,7 +245,13 @@ class _SimCSEMixin:
         # One pass over all B*S sentences: the two views of a sentence differ only by dropout.
         buckets = effective_length_buckets(self.length_buckets, input_ids.device)
         if buckets > 1 and not kwargs:
-            pooled = self._encode_bucketed(flat(input_ids), flat(attention_mask), flat(token_type_ids), buckets)
+            pooled = encode_in_buckets(
+                lambda ids, mask, tt: self._encode(ids, mask, tt, training_loss=True)[0],
+                flat(input_ids),
+                flat(attention_mask),
+                flat(token_type_ids),
+                buckets,
+            )
             hidden_states = None
         else:
             pooled, outputs = self._encode(

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import torch
 
+from simcse.cls_shortcut import encode_first_position, supports_cls_shortcut
+
 POOLER_TYPES: tuple[str, ...] = (
     "cls",
     "cls_before_pooler",
@@ -85,13 +87,37 @@ def pool(
     return masked_mean((first + hidden_states[-1]) / 2.0, attention_mask)
 
 
-def embed_with_hf_encoder(model: torch.nn.Module, batch: dict[str, torch.Tensor], pooler_type: str) -> torch.Tensor:
+_SHORTCUT_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+
+
+def embed_with_hf_encoder(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], pooler_type: str, cls_only_last_layer: bool = False
+) -> torch.Tensor:
     """Sentence embeddings from a plain HF ``BertModel``/``RobertaModel`` (SPEC 1.3, right column).
 
     ``cls`` reads ``pooler_output`` (the trained MLP of a converted SimCSE checkpoint); every other
     pooler reads the token states. batch: tokenizer output with (n, L) tensors -> (n, H).
+    ``cls_only_last_layer``: the [CLS] poolers read one position of the last layer, so that layer can be
+    run for [CLS] only (simcse.cls_shortcut: the same vectors, ~1/n_layers less work). Off by default:
+    it swaps the encoder's layer list during the call, so it is for single-threaded loops (evaluation,
+    training), not for a model that other threads may be running at the same time.
     """
     check_pooler_type(pooler_type)
+    if (
+        cls_only_last_layer
+        and pooler_type in ("cls", "cls_before_pooler")
+        and "attention_mask" in batch
+        and set(batch) <= _SHORTCUT_INPUTS
+        and supports_cls_shortcut(model)
+    ):
+        first = encode_first_position(
+            model, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+        )  # (n, 1, H)
+        if pooler_type == "cls_before_pooler":
+            return first[:, 0]
+        if getattr(model, "pooler", None) is None:
+            raise ValueError("pooler 'cls' needs an encoder with a pooling layer (pooler_output is None)")
+        return model.pooler(first)  # dense + tanh over position 0
     outputs = model(**batch, output_hidden_states=needs_hidden_states(pooler_type), return_dict=True)
     if pooler_type == "cls":
         if getattr(outputs, "pooler_output", None) is None:

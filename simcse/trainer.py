@@ -17,6 +17,9 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
+from simcse.evaluation import make_embed_fn
+from simcse.poolers import eval_pooler_from_config
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,10 +59,11 @@ class _RunChecks(TrainerCallback):
 
 
 class SentenceEmbedder:
-    """Embeds sentences with the training model's own embedding path (``sent_emb=True``).
+    """Embeds sentences as the checkpoint will be used: the test-time pooler of the model's config
+    (``sent_emb=True``'s vectors) on its encoder, through evaluation.py's embedding function (token-length
+    sorted batches, the last layer at [CLS] only for the [CLS] poolers).
 
-    Sentences are encoded once per evaluation (a cache shared by every metric of that evaluation)
-    in length-sorted batches, so padding is minimal and nothing is encoded twice.
+    Sentences are encoded once per evaluation (a cache shared by every metric of that evaluation).
     """
 
     def __init__(
@@ -70,26 +74,17 @@ class SentenceEmbedder:
         batch_size: int = 128,
         max_length: int | None = None,
     ) -> None:
-        self.model, self.tokenizer, self.device = model, tokenizer, device
-        self.batch_size = batch_size
-        limit = getattr(model.config, "max_position_embeddings", 512)
-        if getattr(model.config, "model_type", "") == "roberta":
-            limit -= 2  # RoBERTa's positions start after the padding index
-        self.max_length = min(max_length or limit, limit)
+        self.hidden_size = model.config.hidden_size
+        pooler = eval_pooler_from_config(model.config)
+        self._embed = make_embed_fn(model.encoder, tokenizer, pooler, device, max_length, batch_size)
         self.cache: dict[str, torch.Tensor] = {}
 
-    @torch.no_grad()
     def __call__(self, sentences: Sequence[str]) -> torch.Tensor:
-        todo = sorted({s for s in sentences if s not in self.cache}, key=len)
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            batch = self.tokenizer(
-                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            ).to(self.device)
-            emb = self.model(**batch, sent_emb=True, return_dict=True).pooler_output.float().cpu()  # (n, H)
-            self.cache.update(zip(chunk, emb))
+        todo = list(dict.fromkeys(s for s in sentences if s not in self.cache))
+        if todo:
+            self.cache.update(zip(todo, self._embed(todo)))  # (len(todo), H) float CPU rows
         if not sentences:
-            return torch.empty(0, self.model.config.hidden_size)
+            return torch.empty(0, self.hidden_size)
         return torch.stack([self.cache[s] for s in sentences])  # (len(sentences), H)
 
 

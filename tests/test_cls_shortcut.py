@@ -115,3 +115,43 @@ def test_attention_dropout_is_applied_at_the_layers_rate():
     assert not torch.allclose(draws[0], draws[1]) and not torch.allclose(draws[0], reference)
     layer.attention.self.dropout.p = 0.0
     assert torch.allclose(first_position_of_last_layer(layer, hidden, mask), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"pooler_type": "cls"},
+        {"pooler_type": "cls", "mlp_only_train": True},
+        {"pooler_type": "cls_before_pooler"},
+        {"pooler_type": "avg"},
+    ],
+)
+def test_in_training_embedder_equals_sent_emb(tiny_model_dirs, model_type, settings):
+    """The evaluation embedder (test-time pooler, [CLS]-only last layer) gives sent_emb's vectors."""
+    from simcse.trainer import SentenceEmbedder
+
+    model = _model(tiny_model_dirs, model_type, True, **settings).eval()
+    tokenizer = make_tokenizer(model_type)
+    seen = _query_inputs(model)
+    got = SentenceEmbedder(model, tokenizer, torch.device("cpu"), batch_size=3)(SENTENCES)
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        want = model(**batch, sent_emb=True).pooler_output
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+    cls_pooler = settings["pooler_type"] != "avg"
+    assert all((shape[1] == 1) == cls_pooler for shape in seen[:-1])  # the last call is sent_emb (full)
+
+
+def test_evaluation_embed_fn_same_vectors_with_and_without_shortcut(tiny_model_dirs):
+    from transformers import AutoModel
+
+    from simcse.evaluation import make_embed_fn
+
+    model = AutoModel.from_pretrained(tiny_model_dirs["bert"]).eval()
+    tokenizer = make_tokenizer("bert")
+    for pooler in ("cls", "cls_before_pooler"):
+        fast = make_embed_fn(model, tokenizer, pooler, "cpu", batch_size=3)(SENTENCES)
+        full = make_embed_fn(model, tokenizer, pooler, "cpu", batch_size=3, cls_only_last_layer=False)(SENTENCES)
+        assert torch.allclose(fast, full, atol=1e-5), pooler
+        assert len(model.encoder.layer) == model.config.num_hidden_layers

@@ -6,17 +6,9 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, DistilBertConfig
 
+from simcse.length_buckets import CPU_LENGTH_BUCKETS, DEFAULT_LENGTH_BUCKETS, effective_length_buckets
 from simcse.losses import contrastive_loss
-from simcse.models import (
-    CPU_LENGTH_BUCKETS,
-    DEFAULT_LENGTH_BUCKETS,
-    BertForCL,
-    RobertaForCL,
-    UnsupportedModelError,
-    effective_length_buckets,
-    load_cl_model,
-    model_class_for,
-)
+from simcse.models import BertForCL, RobertaForCL, UnsupportedModelError, load_cl_model, model_class_for
 from simcse.poolers import POOLER_TYPES, embed_with_hf_encoder, pool
 from tests.conftest import make_tokenizer
 

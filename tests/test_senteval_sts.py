@@ -155,6 +155,23 @@ def test_cache_matches_naive_per_pair_batching(sts_dir: Path) -> None:
         assert res[s]["spearman"][0] == pytest.approx(spearmanr(sys, gold)[0], abs=1e-6)
 
 
+@pytest.mark.parametrize("params, largest", [({"batch_size": 7}, 7), ({"batch_size": 7, "encode_chunk": 50}, 50)])
+def test_batcher_chunks_follow_batch_size_or_encode_chunk(sts_dir: Path, params: dict, largest: int) -> None:
+    """Upstream hands the batcher batch_size sentences; ``encode_chunk`` (ours) hands it larger chunks, for
+    batchers that batch by token length themselves. Every distinct sentence is encoded once, scores equal."""
+    sizes: list[int] = []
+
+    def counting(p, batch: list[list[str]]) -> np.ndarray:
+        sizes.append(len(batch))
+        return batcher(p, batch)
+
+    se = senteval.SE({"task_path": str(sts_dir), "progress": False, **params}, counting)
+    res = se.eval("STS14")
+    assert max(sizes) == largest and sum(sizes) == se.n_encoded
+    plain = senteval.SE({"task_path": str(sts_dir), "progress": False}, batcher).eval("STS14")
+    assert res["all"]["spearman"]["all"] == pytest.approx(plain["all"]["spearman"]["all"], abs=1e-9)
+
+
 def _error(sts_dir: Path, task: str = "STS12") -> str:
     with pytest.raises(senteval.DataError) as info:
         senteval.SE({"task_path": str(sts_dir), "progress": False}, batcher).eval(task)

@@ -76,6 +76,9 @@ class SE:
         p.setdefault("usepytorch", True)
         p.setdefault("seed", 1111)
         p.setdefault("batch_size", 128)
+        # (ours) sentences per batcher call; upstream hands over batch_size. A batcher that batches by
+        # token length itself gets larger chunks and pads less (the order here is by word count).
+        p.setdefault("encode_chunk", None)
         p.setdefault("kfold", 5)
         p.setdefault("progress", True)
         p["classifier"] = {**DEFAULT_CLASSIFIER, **dict(p.get("classifier") or {})}
@@ -98,7 +101,7 @@ class SE:
         """Embed every sentence not yet cached, each once, in length-sorted batches. Returns how many."""
         todo = {tuple(s) for s in sentences} - self._cache.keys()
         order = sorted(todo, key=lambda t: (len(t), sum(len(w) for w in t), t))
-        bs = int(self.params["batch_size"])
+        bs = int(self.params["encode_chunk"] or self.params["batch_size"])
         bar = tqdm(total=len(order), desc=desc, unit="sent", disable=not self.params["progress"], leave=False)
         for start in range(0, len(order), bs):
             batch = [list(t) for t in order[start : start + bs]]
