@@ -10,7 +10,7 @@ row, output projection and feed-forward for one: about 10/12 of a layer's matrix
 
 The result is the same function (tested to float rounding, values and gradients); dropout is drawn for
 the elements that are computed, with the same probabilities, so the training objective is unchanged.
-Only training uses it: sentence embeddings (``sent_emb=True``) keep the full ``last_hidden_state``.
+Training and evaluation use it; ``sent_emb=True`` and the inference tool keep the full ``last_hidden_state``.
 
 The first n-1 layers are run by transformers' own forward (with its masks and attention kernels) on a
 temporary copy of the layer list without the last layer; the last layer is then applied through its
@@ -29,6 +29,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+CLS_POOLERS = ("cls", "cls_before_pooler")  # the poolers that read position 0 of the last layer only
 
 _LAYER_PARTS = (
     "attention.self.query",
@@ -98,3 +100,20 @@ def encode_first_position(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
         ).last_hidden_state  # (n, L, H): input of the last layer
     return first_position_of_last_layer(last, hidden, attention_mask)
+
+
+def cls_embedding(
+    encoder: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    token_type_ids: torch.Tensor | None,
+    pooler_type: str,
+) -> torch.Tensor:
+    """(n, H) sentence vectors of a [CLS] pooler with the last layer at position 0 only: the raw state for
+    ``cls_before_pooler``, the encoder's pooling layer (the SimCSE MLP: dense + tanh) over it for ``cls``."""
+    first = encode_first_position(encoder, input_ids, attention_mask, token_type_ids)  # (n, 1, H)
+    if pooler_type == "cls_before_pooler":
+        return first[:, 0]
+    if getattr(encoder, "pooler", None) is None:
+        raise ValueError("pooler 'cls' needs an encoder with a pooling layer (pooler_output is None)")
+    return encoder.pooler(first)  # the pooling layer reads position 0

@@ -30,7 +30,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAtte
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
 
-from simcse.cls_shortcut import encode_first_position, supports_cls_shortcut
+from simcse.cls_shortcut import CLS_POOLERS, cls_embedding, supports_cls_shortcut
 from simcse.distributed import gather_with_local_grad
 from simcse.length_buckets import DEFAULT_LENGTH_BUCKETS, effective_length_buckets, encode_in_buckets
 from simcse.losses import contrastive_loss
@@ -165,13 +165,12 @@ class _SimCSEMixin:
 
         ``training_loss``: the caller needs the pooled vectors only (the contrastive loss), so a [CLS]
         pooler may skip the last layer's other positions (simcse.cls_shortcut; ``outputs`` then holds
-        the (n, 1, H) position-0 state).
+        only ``pooler_output``).
         """
         pooler_type = self.config.pooler_type
         if training_loss and not encoder_kwargs and self._use_cls_shortcut():
-            first = encode_first_position(self.encoder, input_ids, attention_mask, token_type_ids)  # (n, 1, H)
-            pooled = self.encoder.pooler(first) if pooler_type == "cls" else first[:, 0]  # (n, H)
-            return pooled, BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=first, pooler_output=pooled)
+            pooled = cls_embedding(self.encoder, input_ids, attention_mask, token_type_ids, pooler_type)  # (n, H)
+            return pooled, BaseModelOutputWithPoolingAndCrossAttentions(pooler_output=pooled)
         outputs = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -192,7 +191,7 @@ class _SimCSEMixin:
         Not under torch.compile: swapping the layer list inside a compiled forward would break the graph."""
         return (
             self.cls_only_last_layer
-            and self.config.pooler_type in ("cls", "cls_before_pooler")
+            and self.config.pooler_type in CLS_POOLERS
             and not torch.compiler.is_compiling()
             and supports_cls_shortcut(self.encoder)
         )

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from simcse.cls_shortcut import encode_first_position, supports_cls_shortcut
+from simcse.cls_shortcut import CLS_POOLERS, cls_embedding, supports_cls_shortcut
 
 POOLER_TYPES: tuple[str, ...] = (
     "cls",
@@ -75,7 +75,7 @@ def pool(
     ``hidden_states[0]`` is the embedding output. Returns (n, H).
     """
     check_pooler_type(pooler_type)
-    if pooler_type in ("cls", "cls_before_pooler"):
+    if pooler_type in CLS_POOLERS:
         return last_hidden_state[:, 0]
     if pooler_type == "avg":
         return masked_mean(last_hidden_state, attention_mask)
@@ -105,19 +105,13 @@ def embed_with_hf_encoder(
     check_pooler_type(pooler_type)
     if (
         cls_only_last_layer
-        and pooler_type in ("cls", "cls_before_pooler")
+        and pooler_type in CLS_POOLERS
         and "attention_mask" in batch
         and set(batch) <= _SHORTCUT_INPUTS
         and supports_cls_shortcut(model)
     ):
-        first = encode_first_position(
-            model, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
-        )  # (n, 1, H)
-        if pooler_type == "cls_before_pooler":
-            return first[:, 0]
-        if getattr(model, "pooler", None) is None:
-            raise ValueError("pooler 'cls' needs an encoder with a pooling layer (pooler_output is None)")
-        return model.pooler(first)  # dense + tanh over position 0
+        ids, mask, token_types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+        return cls_embedding(model, ids, mask, token_types, pooler_type)  # (n, H)
     outputs = model(**batch, output_hidden_states=needs_hidden_states(pooler_type), return_dict=True)
     if pooler_type == "cls":
         if getattr(outputs, "pooler_output", None) is None:

@@ -117,6 +117,7 @@ class CLTrainer(Trainer):
         self.extra_metrics_fn = extra_metrics_fn
         self._loss_calls: torch.Tensor | None = None  # loss calls since the last finite check (on device)
         self._first_bad_call: torch.Tensor | None = None  # 1-based call of the first NaN/inf loss, or -1
+        self._first_bad_value: torch.Tensor | None = None  # that loss's value (on device)
         self._calls_from_step = 0
         self.rate_window: tuple[float, int] | None = None  # (time, global step) where the rate window starts
         self.add_callback(_RunChecks(self))
