@@ -298,7 +298,7 @@ class _SimCSEMixin:
             keep = labels != -100  # (n*L,); the one host sync of the MLM path
             hidden, labels = hidden[keep], labels[keep]  # (m, H), (m,)
         scores = self.mlm_head(hidden)  # (m, V)
-        return F.cross_entropy(scores.float(), labels)
+        return F.cross_entropy(scores.to(torch.promote_types(scores.dtype, torch.float32)), labels)  # >= fp32
 
     def _init_simcse_weights(self, module: nn.Module) -> None:
         # The output bias lives outside nn.Linear, so HF's generic init does not cover it.
