@@ -28,6 +28,11 @@ Growth factors, measured on the tiny random BERT/RoBERTa of tests/conftest.py an
   equality is the point, both sides are computed in float64 (``model.double()``), where 1e6 eps is
   2.2e-10: 100x above the measured noise and 1e6x below a 1e-4 relative real error.
 
+Rank statistics (Spearman's rho of float32 cosines) do not move smoothly: rounding can swap two
+near-equal scores. ``spearman_rounding_tolerance`` bounds that: swapping two neighbouring scores
+changes rho by 12 |g_i - g_j| / (n (n^2 - 1)) (g: the gold ranks), summed over the neighbours closer
+than twice the scores' float32 tolerance, and doubled for ties and chains.
+
 ``assert_close_scaled`` raises an AssertionError that names what was compared, the worst element,
 the scale and the tolerance, so a failure on a new machine says how far off it is. With
 ``SIMCSE_NUMERICS_LOG=<file>`` every comparison appends ``<error/scale> <rtol> <what>`` to that file,
@@ -108,6 +113,24 @@ def is_close_scaled(actual, expected, **kwargs) -> bool:
     except AssertionError:
         return False
     return True
+
+
+def spearman_rounding_tolerance(scores, gold, *, dtype: torch.dtype = torch.float32) -> float:
+    """How far float rounding of ``scores`` (of ``dtype``) can move Spearman's rho against ``gold``.
+
+    Zero where no two scores are closer than the dtype's tolerance; plus float64 slack for the
+    correlation arithmetic itself.
+    """
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, dtype=np.float64)
+    n = len(s)
+    order = np.argsort(s, kind="stable")
+    g = rankdata(np.asarray(gold, dtype=np.float64))[order]
+    delta = rtol_for(dtype) * float(np.abs(s).max())
+    near = np.diff(s[order]) <= 2 * delta  # neighbours that rounding may swap
+    swaps = 12.0 * float(np.abs(np.diff(g))[near].sum()) / (n * (n * n - 1.0))
+    return 2.0 * swaps + 1e-12
 
 
 def assert_grads_close(

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.numerics import assert_close_scaled, assert_grads_close, is_close_scaled, rtol_for
+from tests.numerics import (
+    assert_close_scaled,
+    assert_grads_close,
+    is_close_scaled,
+    rtol_for,
+    spearman_rounding_tolerance,
+)
 
 
 def _matmul_two_orders(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,3 +125,25 @@ def test_grads_use_the_models_largest_gradient_as_scale():
         assert_grads_close(broken, want)
     with pytest.raises(AssertionError, match="parameters differ"):
         assert_grads_close({"weight": want["weight"]}, want)
+
+
+def test_spearman_tolerance_covers_swapped_near_ties_only():
+    from scipy.stats import spearmanr
+
+    rng = np.random.RandomState(0)
+    n = 500
+    gold = rng.uniform(0, 5, n)
+    scores = (gold + rng.normal(0, 1.5, n)).astype(np.float32) / 8  # a noisy "model", spaced >> float32 eps
+    scores[1] = scores[0] + 1e-6  # one near tie that rounding could swap
+    rho = spearmanr(scores, gold)[0]
+    tol = spearman_rounding_tolerance(scores, gold)
+    assert 0 < tol < 1e-3
+    swapped = scores.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]  # what another summation order may do
+    assert abs(spearmanr(swapped, gold)[0] - rho) <= tol
+    wrong = scores.copy()
+    top, bottom = int(np.argmax(scores)), int(np.argmin(scores))
+    wrong[[top, bottom]] = wrong[[bottom, top]]  # the best and the worst pair exchanged: a real error
+    assert abs(spearmanr(wrong, gold)[0] - rho) > tol
+    spread = np.linspace(0, 1, n)  # no near ties: only the float64 slack remains
+    assert spearman_rounding_tolerance(spread, gold) < 1e-11
