@@ -9,8 +9,9 @@ Design choices that differ from the original code, and why:
 * The SimCSE settings (``pooler_type``, ``temp``, ``mlp_only_train``, ...) live in the model
   config, so checkpoints describe themselves and tools pick the right pooler.
 * The MLM head keeps the pre-trained checkpoint key names (``cls.predictions.*`` for BERT,
-  ``lm_head.*`` for RoBERTa) so it loads from the pre-trained masked-LM weights, and its decoder
-  is *not* tied to the input embeddings (a [QUIRK] of the original, kept for faithful numbers).
+  ``lm_head.*`` for RoBERTa), and its decoder is *not* tied to the input embeddings (a [QUIRK] of the
+  original, kept for faithful numbers). Which heads a run starts from is :func:`load_cl_model`'s
+  concern (see its docstring and README "Starting from a checkpoint").
 * The model class is chosen from ``config.model_type``, never from a substring of a path.
 """
 
@@ -157,6 +158,23 @@ class _SimCSEMixin:
         dense = self.encoder.pooler.dense
         nn.init.normal_(dense.weight, mean=0.0, std=self.config.initializer_range)
         nn.init.zeros_(dense.bias)
+
+    @torch.no_grad()
+    def reset_mlm_head(self) -> None:
+        """Fresh init of the MLM head, the same as for a head the checkpoint lacks: dense layers
+        N(0, initializer_range) with zero bias, LayerNorm 1/0, output bias 0, and the (untied) decoder a
+        copy of the input embeddings. Used when a pre-trained BERT head is deliberately not loaded."""
+        head = self.mlm_head
+        for module in head.modules():
+            if isinstance(module, nn.Linear) and module is not head.decoder:
+                nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.zeros_(head.predictions.bias if hasattr(head, "predictions") else head.bias)
+        head.decoder.weight.copy_(self.encoder.get_input_embeddings().weight)
 
     def _encode(
         self, input_ids, attention_mask, token_type_ids, training_loss: bool = False, **encoder_kwargs
@@ -310,7 +328,14 @@ class BertForCL(_SimCSEMixin, BertPreTrainedModel):
     """SimCSE on a BERT encoder (stored as ``bert``; the MLP is ``bert.pooler``)."""
 
     _mlm_head_name = "cls"
-    _keys_to_ignore_on_load_unexpected = [r"cls\.seq_relationship", r"lm_head\.decoder\.bias"]
+    # The original stored this head as `lm_head.*` (BertLMPredictionHead, whose `decoder.bias` duplicates `bias`).
+    _original_head_prefix = "cls.predictions."
+    _pretrained_mlm_head_by_default = False  # see load_cl_model
+    _keys_to_ignore_on_load_unexpected = [
+        r"cls\.seq_relationship",
+        r"lm_head\.decoder\.bias",
+        r"cls\.predictions\.decoder\.bias",
+    ]
 
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__(config)
@@ -326,6 +351,8 @@ class RobertaForCL(_SimCSEMixin, RobertaPreTrainedModel):
     """SimCSE on a RoBERTa encoder (stored as ``roberta``; the MLP is ``roberta.pooler``)."""
 
     _mlm_head_name = "lm_head"
+    _original_head_prefix = "lm_head."  # the original's names already
+    _pretrained_mlm_head_by_default = True  # see load_cl_model
     _keys_to_ignore_on_load_unexpected = [r"lm_head\.decoder\.bias"]
 
     def __init__(self, config: PretrainedConfig) -> None:
@@ -352,35 +379,162 @@ def model_class_for(config: PretrainedConfig, source: str = "") -> type:
     return MODEL_CLASSES[model_type]
 
 
+# config.json `architectures` of a folder saved by the original SimCSE code and not yet converted (its
+# config records no pooler_type; ours do, so our own checkpoints are never mistaken for one).
+ORIGINAL_ARCHITECTURES = frozenset({"BertForCL", "RobertaForCL"})
+
+
+def checkpoint_format(config: PretrainedConfig) -> str:
+    """Which kind of checkpoint ``config`` belongs to, judged before any SimCSE setting is written into it.
+
+    ``"simcse"``: ours (a ``checkpoint-N`` folder or a finished ``output_dir``); config.json records the
+    pooler, weights hold the MLP as the encoder pooler and the MLM head under its pre-trained names.
+    ``"original"``: an unconverted folder of the original SimCSE code (``BertForCL``/``RobertaForCL``, MLP at
+    ``mlp.dense.*``, MLM head at ``lm_head.*``). ``"pretrained"``: anything else, i.e. a plain encoder or
+    masked-LM checkpoint, and also converted SimCSE models (``princeton-nlp/*``), whose config records no pooler.
+    """
+    if getattr(config, "pooler_type", None) is not None:
+        return "simcse"
+    if ORIGINAL_ARCHITECTURES.intersection(getattr(config, "architectures", None) or ()):
+        return "original"
+    return "pretrained"
+
+
+def read_original_checkpoint(model_name_or_path: str, hub_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights of an original-format folder (``pytorch_model.bin``, or a ``model.safetensors`` re-save).
+
+    Read here rather than through ``from_pretrained(key_mapping=...)``: transformers reverts a key mapping
+    when the model is saved again, so every checkpoint of the continued run would be in the original format.
+    """
+    from simcse.convert import find_weight_files, load_state_dict  # simcse.convert imports this module
+
+    folder = Path(model_name_or_path)
+    if not folder.is_dir():  # a hub id: fetch the file transformers would read
+        from transformers.utils import cached_file
+
+        cache = {k: hub_kwargs[k] for k in ("cache_dir", "revision", "token") if hub_kwargs.get(k) is not None}
+        for name in SINGLE_WEIGHT_FILES:
+            file = cached_file(model_name_or_path, name, _raise_exceptions_for_missing_entries=False, **cache)
+            if file is not None:
+                return load_state_dict(Path(file))[0]
+        raise FileNotFoundError(f"{model_name_or_path}: no {' or '.join(SINGLE_WEIGHT_FILES)} found")
+    return load_state_dict(find_weight_files(folder)[0])[0]
+
+
+def original_to_our_keys(state: dict[str, torch.Tensor], cls: type) -> dict[str, torch.Tensor]:
+    """Rename an original-format state dict to our model's keys: ``mlp.*`` -> ``<encoder>.pooler.*`` (the MLP
+    is our encoder's pooling layer) and, for BERT, ``lm_head.*`` -> ``cls.predictions.*``. Encoder keys
+    (``bert.*``/``roberta.*``) are the same in both."""
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key.startswith("mlp."):
+            key = f"{cls.base_model_prefix}.pooler.{key[len('mlp.'):]}"
+        elif key.startswith("lm_head."):
+            key = cls._original_head_prefix + key[len("lm_head.") :]
+        out[key] = tensor
+    return out
+
+
+_FORMAT_NAMES = {
+    "simcse": "SimCSE checkpoint",
+    "original": "original SimCSE checkpoint (not converted)",
+    "pretrained": "pre-trained checkpoint",
+}
+
+
 def load_cl_model(
     model_name_or_path: str,
     config: PretrainedConfig | None = None,
     simcse_settings: dict[str, Any] | None = None,
+    mlm_head_from_checkpoint: bool = False,
     **from_pretrained_kwargs: Any,
 ) -> nn.Module:
     """Load a pre-trained encoder (or a SimCSE checkpoint) into the matching SimCSE head.
 
-    ``simcse_settings`` (pooler_type, temp, ...) are written into the config. A checkpoint that
-    already records a SimCSE ``pooler_type`` keeps its trained MLP; for any other checkpoint the
-    MLP is freshly initialised (BERT's NSP pooler is not SimCSE's MLP) and, with MLM, a missing
-    decoder is initialised by value from the input embeddings.
+    ``simcse_settings`` (pooler_type, temp, ...) are written into the config. What the heads start from
+    depends on the checkpoint (:func:`checkpoint_format`):
+
+    * trained heads are always kept: the MLP and the MLM head of our checkpoints, and of unconverted
+      original-format folders (``mlp.dense.*`` -> the encoder pooler, BERT's ``lm_head.*`` ->
+      ``cls.predictions.*``), so continuing or fine-tuning a run throws no trained weight away;
+    * a pre-trained checkpoint's pooler (BERT's NSP pooler) is never the SimCSE MLP: the MLP starts fresh;
+    * a pre-trained masked-LM head (with ``do_mlm``): RoBERTa's ``lm_head.*`` is loaded, as in the original;
+      BERT's ``cls.predictions.*`` is *not* loaded (the head starts fresh) unless ``mlm_head_from_checkpoint``
+      (README "Starting from a checkpoint" says why this is the default and what the flag changes);
+    * a head the checkpoint lacks starts fresh; a missing decoder is a copy of the input embeddings.
+
+    One INFO line says what was loaded and what was freshly initialised; the same facts are kept in
+    ``model.simcse_heads`` (train.py writes them into the run record).
     """
     if config is None:
         config = AutoConfig.from_pretrained(model_name_or_path)
     cls = model_class_for(config, model_name_or_path)
-    is_simcse_checkpoint = getattr(config, "pooler_type", None) is not None
+    source = checkpoint_format(config)
     for name, value in {**SIMCSE_CONFIG_DEFAULTS, **(simcse_settings or {})}.items():
         if name in (simcse_settings or {}) or not hasattr(config, name):
             setattr(config, name, value)
+    if source == "original":
+        state = read_original_checkpoint(model_name_or_path, from_pretrained_kwargs)
+        from_pretrained_kwargs["state_dict"] = original_to_our_keys(state, cls)
     model, info = cls.from_pretrained(
-        model_name_or_path, config=config, output_loading_info=True, **from_pretrained_kwargs
+        None if source == "original" else model_name_or_path,  # transformers: a state_dict or a path
+        config=config,
+        output_loading_info=True,
+        **from_pretrained_kwargs,
     )
     missing = set(info.get("missing_keys", []))
-    if config.pooler_type == "cls" and (not is_simcse_checkpoint or any(".pooler." in k for k in missing)):
+    prefix = model.base_model_prefix
+
+    if config.pooler_type != "cls":
+        mlp, mlp_text = "none", f"none (pooler_type {config.pooler_type})"
+    elif source == "pretrained":
         model.reset_mlp()
+        mlp, mlp_text = "fresh", "freshly initialised (a pre-trained pooler is not the SimCSE MLP)"
+    elif any(".pooler." in k for k in missing):
+        model.reset_mlp()
+        mlp, mlp_text = "fresh", "freshly initialised (not in the checkpoint)"
+    else:
+        where = "mlp.dense.*" if source == "original" else f"{prefix}.pooler.dense.*"
+        mlp, mlp_text = "checkpoint", f"loaded from the checkpoint ({where})"
+
     head = model.mlm_head
-    if head is not None and any(k.endswith("decoder.weight") for k in missing):
-        with torch.no_grad():
-            head.decoder.weight.copy_(model.encoder.get_input_embeddings().weight)
-        logger.info("MLM decoder not in checkpoint: initialised from the input embeddings (untied copy)")
+    if head is None:
+        mlm, mlm_text = "none", "none (no do_mlm)"
+        if hasattr(model.config, "mlm_head_init"):
+            del model.config.mlm_head_init  # left by an earlier MLM run: this one has no MLM head
+    else:
+        head_name = model._mlm_head_name
+        head_keys = [k for k, _ in model.named_parameters() if k.startswith(f"{head_name}.")]
+        absent = [k for k in head_keys if k in missing]
+        ours = "cls.predictions.*" if head_name == "cls" else f"{head_name}.*"  # the head's key names
+        stored = f"lm_head.* as {ours}" if source == "original" and head_name == "cls" else ours
+        reset = False
+        if len(absent) == len(head_keys):
+            mlm, mlm_text = "fresh", "freshly initialised (not in the checkpoint)"
+        elif source == "pretrained" and not (cls._pretrained_mlm_head_by_default or mlm_head_from_checkpoint):
+            model.reset_mlm_head()
+            reset = True
+            mlm = "fresh"
+            mlm_text = (
+                f"freshly initialised (the checkpoint's pre-trained {stored} not used; "
+                "--mlm_head_from_checkpoint starts from it)"
+            )
+        else:
+            mlm = "checkpoint"
+            how = ", --mlm_head_from_checkpoint" if source == "pretrained" and mlm_head_from_checkpoint else ""
+            mlm_text = f"loaded from the checkpoint ({stored}{how})"
+        if not reset and any(k.endswith("decoder.weight") for k in absent):
+            with torch.no_grad():
+                head.decoder.weight.copy_(model.encoder.get_input_embeddings().weight)
+        if reset or any(k.endswith("decoder.weight") for k in absent):
+            mlm_text += ", decoder a copy of the input embeddings"
+        model.config.mlm_head_init = mlm
+    model.simcse_heads = {"checkpoint_format": source, "mlp": mlp, "mlm_head": mlm}
+    logger.info(
+        "SimCSE heads of %s (%s): MLP %s; MLM head %s",
+        model_name_or_path,
+        _FORMAT_NAMES[source],
+        mlp_text,
+        mlm_text,
+    )
     return model
