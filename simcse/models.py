@@ -10,8 +10,8 @@ Design choices that differ from the original code, and why:
   config, so checkpoints describe themselves and tools pick the right pooler.
 * The MLM head keeps the pre-trained checkpoint key names (``cls.predictions.*`` for BERT,
   ``lm_head.*`` for RoBERTa), and its decoder is *not* tied to the input embeddings (a [QUIRK] of the
-  original, kept for faithful numbers). Which heads a run starts from is :func:`load_cl_model`'s
-  concern (see its docstring and README "Starting from a checkpoint").
+  original, kept for faithful numbers). What the heads of a run start from, for each kind of checkpoint,
+  is :mod:`simcse.checkpoints` (README "Starting from a checkpoint").
 * The model class is chosen from ``config.model_type``, never from a substring of a path.
 """
 
@@ -31,6 +31,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAtte
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
 
+from simcse.checkpoints import (
+    FORMAT_NAMES,
+    checkpoint_format,
+    original_to_our_keys,
+    read_original_checkpoint,
+    start_mlm_head,
+    start_mlp,
+)
 from simcse.cls_shortcut import CLS_POOLERS, cls_embedding, supports_cls_shortcut
 from simcse.distributed import gather_with_local_grad
 from simcse.length_buckets import DEFAULT_LENGTH_BUCKETS, effective_length_buckets, encode_in_buckets
@@ -328,8 +336,7 @@ class BertForCL(_SimCSEMixin, BertPreTrainedModel):
     """SimCSE on a BERT encoder (stored as ``bert``; the MLP is ``bert.pooler``)."""
 
     _mlm_head_name = "cls"
-    # The original stored this head as `lm_head.*` (BertLMPredictionHead, whose `decoder.bias` duplicates `bias`).
-    _original_head_prefix = "cls.predictions."
+    _mlm_head_prefix = "cls.predictions."  # the original's names: lm_head.* (decoder.bias duplicating bias)
     _pretrained_mlm_head_by_default = False  # see load_cl_model
     _keys_to_ignore_on_load_unexpected = [
         r"cls\.seq_relationship",
@@ -351,7 +358,7 @@ class RobertaForCL(_SimCSEMixin, RobertaPreTrainedModel):
     """SimCSE on a RoBERTa encoder (stored as ``roberta``; the MLP is ``roberta.pooler``)."""
 
     _mlm_head_name = "lm_head"
-    _original_head_prefix = "lm_head."  # the original's names already
+    _mlm_head_prefix = "lm_head."  # the original's names too
     _pretrained_mlm_head_by_default = True  # see load_cl_model
     _keys_to_ignore_on_load_unexpected = [r"lm_head\.decoder\.bias"]
 
@@ -377,69 +384,6 @@ def model_class_for(config: PretrainedConfig, source: str = "") -> type:
             f"{where}model type {model_type!r} is not supported; SimCSE heads exist for {', '.join(MODEL_CLASSES)}"
         )
     return MODEL_CLASSES[model_type]
-
-
-# config.json `architectures` of a folder saved by the original SimCSE code and not yet converted (its
-# config records no pooler_type; ours do, so our own checkpoints are never mistaken for one).
-ORIGINAL_ARCHITECTURES = frozenset({"BertForCL", "RobertaForCL"})
-
-
-def checkpoint_format(config: PretrainedConfig) -> str:
-    """Which kind of checkpoint ``config`` belongs to, judged before any SimCSE setting is written into it.
-
-    ``"simcse"``: ours (a ``checkpoint-N`` folder or a finished ``output_dir``); config.json records the
-    pooler, weights hold the MLP as the encoder pooler and the MLM head under its pre-trained names.
-    ``"original"``: an unconverted folder of the original SimCSE code (``BertForCL``/``RobertaForCL``, MLP at
-    ``mlp.dense.*``, MLM head at ``lm_head.*``). ``"pretrained"``: anything else, i.e. a plain encoder or
-    masked-LM checkpoint, and also converted SimCSE models (``princeton-nlp/*``), whose config records no pooler.
-    """
-    if getattr(config, "pooler_type", None) is not None:
-        return "simcse"
-    if ORIGINAL_ARCHITECTURES.intersection(getattr(config, "architectures", None) or ()):
-        return "original"
-    return "pretrained"
-
-
-def read_original_checkpoint(model_name_or_path: str, hub_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights of an original-format folder (``pytorch_model.bin``, or a ``model.safetensors`` re-save).
-
-    Read here rather than through ``from_pretrained(key_mapping=...)``: transformers reverts a key mapping
-    when the model is saved again, so every checkpoint of the continued run would be in the original format.
-    """
-    from simcse.convert import find_weight_files, load_state_dict  # simcse.convert imports this module
-
-    folder = Path(model_name_or_path)
-    if not folder.is_dir():  # a hub id: fetch the file transformers would read
-        from transformers.utils import cached_file
-
-        cache = {k: hub_kwargs[k] for k in ("cache_dir", "revision", "token") if hub_kwargs.get(k) is not None}
-        for name in SINGLE_WEIGHT_FILES:
-            file = cached_file(model_name_or_path, name, _raise_exceptions_for_missing_entries=False, **cache)
-            if file is not None:
-                return load_state_dict(Path(file))[0]
-        raise FileNotFoundError(f"{model_name_or_path}: no {' or '.join(SINGLE_WEIGHT_FILES)} found")
-    return load_state_dict(find_weight_files(folder)[0])[0]
-
-
-def original_to_our_keys(state: dict[str, torch.Tensor], cls: type) -> dict[str, torch.Tensor]:
-    """Rename an original-format state dict to our model's keys: ``mlp.*`` -> ``<encoder>.pooler.*`` (the MLP
-    is our encoder's pooling layer) and, for BERT, ``lm_head.*`` -> ``cls.predictions.*``. Encoder keys
-    (``bert.*``/``roberta.*``) are the same in both."""
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        if key.startswith("mlp."):
-            key = f"{cls.base_model_prefix}.pooler.{key[len('mlp.'):]}"
-        elif key.startswith("lm_head."):
-            key = cls._original_head_prefix + key[len("lm_head.") :]
-        out[key] = tensor
-    return out
-
-
-_FORMAT_NAMES = {
-    "simcse": "SimCSE checkpoint",
-    "original": "original SimCSE checkpoint (not converted)",
-    "pretrained": "pre-trained checkpoint",
-}
 
 
 def load_cl_model(
@@ -475,7 +419,7 @@ def load_cl_model(
             setattr(config, name, value)
     if source == "original":
         state = read_original_checkpoint(model_name_or_path, from_pretrained_kwargs)
-        from_pretrained_kwargs["state_dict"] = original_to_our_keys(state, cls)
+        from_pretrained_kwargs["state_dict"] = original_to_our_keys(state, cls.base_model_prefix, cls._mlm_head_prefix)
     model, info = cls.from_pretrained(
         None if source == "original" else model_name_or_path,  # transformers: a state_dict or a path
         config=config,
@@ -483,57 +427,17 @@ def load_cl_model(
         **from_pretrained_kwargs,
     )
     missing = set(info.get("missing_keys", []))
-    prefix = model.base_model_prefix
-
-    if config.pooler_type != "cls":
-        mlp, mlp_text = "none", f"none (pooler_type {config.pooler_type})"
-    elif source == "pretrained":
-        model.reset_mlp()
-        mlp, mlp_text = "fresh", "freshly initialised (a pre-trained pooler is not the SimCSE MLP)"
-    elif any(".pooler." in k for k in missing):
-        model.reset_mlp()
-        mlp, mlp_text = "fresh", "freshly initialised (not in the checkpoint)"
-    else:
-        where = "mlp.dense.*" if source == "original" else f"{prefix}.pooler.dense.*"
-        mlp, mlp_text = "checkpoint", f"loaded from the checkpoint ({where})"
-
-    head = model.mlm_head
-    if head is None:
-        mlm, mlm_text = "none", "none (no do_mlm)"
-        if hasattr(model.config, "mlm_head_init"):
-            del model.config.mlm_head_init  # left by an earlier MLM run: this one has no MLM head
-    else:
-        head_name = model._mlm_head_name
-        head_keys = [k for k, _ in model.named_parameters() if k.startswith(f"{head_name}.")]
-        absent = [k for k in head_keys if k in missing]
-        ours = "cls.predictions.*" if head_name == "cls" else f"{head_name}.*"  # the head's key names
-        stored = f"lm_head.* as {ours}" if source == "original" and head_name == "cls" else ours
-        reset = False
-        if len(absent) == len(head_keys):
-            mlm, mlm_text = "fresh", "freshly initialised (not in the checkpoint)"
-        elif source == "pretrained" and not (cls._pretrained_mlm_head_by_default or mlm_head_from_checkpoint):
-            model.reset_mlm_head()
-            reset = True
-            mlm = "fresh"
-            mlm_text = (
-                f"freshly initialised (the checkpoint's pre-trained {stored} not used; "
-                "--mlm_head_from_checkpoint starts from it)"
-            )
-        else:
-            mlm = "checkpoint"
-            how = ", --mlm_head_from_checkpoint" if source == "pretrained" and mlm_head_from_checkpoint else ""
-            mlm_text = f"loaded from the checkpoint ({stored}{how})"
-        if not reset and any(k.endswith("decoder.weight") for k in absent):
-            with torch.no_grad():
-                head.decoder.weight.copy_(model.encoder.get_input_embeddings().weight)
-        if reset or any(k.endswith("decoder.weight") for k in absent):
-            mlm_text += ", decoder a copy of the input embeddings"
-        model.config.mlm_head_init = mlm
+    mlp, mlp_text = start_mlp(model, source, missing)
+    mlm, mlm_text = start_mlm_head(model, source, missing, mlm_head_from_checkpoint)
+    if mlm != "none":
+        model.config.mlm_head_init = mlm  # recorded in config.json and the model card
+    elif hasattr(model.config, "mlm_head_init"):
+        del model.config.mlm_head_init  # left by an earlier MLM run: this one has no MLM head
     model.simcse_heads = {"checkpoint_format": source, "mlp": mlp, "mlm_head": mlm}
     logger.info(
         "SimCSE heads of %s (%s): MLP %s; MLM head %s",
         model_name_or_path,
-        _FORMAT_NAMES[source],
+        FORMAT_NAMES[source],
         mlp_text,
         mlm_text,
     )
