@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model_args.model_name_or_path,
         config=config,
         simcse_settings=model_args.simcse_settings(),
+        mlm_head_from_checkpoint=model_args.mlm_head_from_checkpoint,
         **hub_kwargs,
         **extra,
     )
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             return {"align": found["align"], "uniform": found["uniform"]}
 
     if training_args.process_index == 0:
+        record["simcse_heads"] = model.simcse_heads  # what the MLP and the MLM head started from
         write_run_record(training_args.output_dir, record)
     trainer = CLTrainer(
         model=model,

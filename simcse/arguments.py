@@ -44,6 +44,15 @@ class ModelArguments:
     )
     do_mlm: bool = field(default=False, metadata={"help": "Add the auxiliary masked-LM loss."})
     mlm_weight: float = field(default=0.1, metadata={"help": "Weight lambda of the MLM loss."})
+    mlm_head_from_checkpoint: bool = field(
+        default=False,
+        metadata={
+            "help": "(ours) With --do_mlm from a pre-trained BERT checkpoint, start the MLM head from its "
+            "cls.predictions.* weights; default: a freshly initialised head. RoBERTa always starts from the "
+            "checkpoint's lm_head.*, and a SimCSE checkpoint's trained head is always kept (README: Starting from "
+            "a checkpoint)."
+        },
+    )
     mlp_only_train: bool = field(
         default=False, metadata={"help": "Use the MLP in training only; embeddings are the raw [CLS] (unsup recipe)."}
     )

@@ -44,6 +44,7 @@ SIMCSE_CONFIG_FIELDS: tuple[str, ...] = (
     "hard_negative_weight",
     "do_mlm",
     "mlm_weight",
+    "mlm_head_init",  # with do_mlm: what the MLM head started from, "checkpoint" or "fresh" (simcse.models)
 )
 
 
