@@ -353,3 +353,12 @@ def test_pretrained_continuation_with_and_without_the_flag(tmp_path, monkeypatch
         if flag:
             mlp = {"bert.pooler.dense.weight": before["bert.pooler.dense.weight"]}
             assert_one_step_from(after, {**encoder, **head, **mlp})
+
+
+def test_train_help_documents_the_flag(capsys):
+    """``train.py --help`` renders (argparse formats help texts with %) and lists the flag with its default."""
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--mlm_head_from_checkpoint" in out and "cls.predictions.*" in out
