@@ -176,6 +176,7 @@ class _SimCSEMixin:
             and not torch.compiler.is_compiling()
             and supports_cls_shortcut(self.encoder)
         )
+
     # forward() takes **kwargs only to pass encoder options through; it does not normalise its loss by
     # token counts, so transformers must not treat it as a loss-kwargs model (GA / device scaling).
     accepts_loss_kwargs = False
