@@ -168,6 +168,7 @@ def build_model(model_args: ModelArguments, config, tokenizer) -> torch.nn.Modul
         config=config,
         simcse_settings=model_args.simcse_settings(),
         runtime=model_args.runtime_options(),
+        mlm_head_from_checkpoint=model_args.mlm_head_from_checkpoint,
         **hub_kwargs(model_args),
     )
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
     model = build_model(model_args, config, tokenizer)
     if training_args.process_index == 0:
+        record["simcse_heads"] = model.simcse_heads  # what the MLP and the MLM head started from
         write_run_record(training_args.output_dir, record)
     trainer = build_trainer(model, tokenizer, train_dataset, model_args, data_args, training_args, data_dir)
 

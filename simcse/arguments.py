@@ -49,6 +49,16 @@ class ModelArguments:
     mlm_weight: float = setting_field("mlm_weight")
     mlp_only_train: bool = setting_field("mlp_only_train")
     gather_negatives: bool = setting_field("gather_negatives")
+    # How the heads start (simcse.checkpoints); what was done is recorded (config mlm_head_init, run record).
+    mlm_head_from_checkpoint: bool = field(
+        default=False,
+        metadata={
+            "help": "(ours) With --do_mlm from a pre-trained BERT checkpoint, start the MLM head from its "
+            "cls.predictions.* weights; default: a freshly initialised head. RoBERTa always starts from the "
+            "checkpoint's lm_head.*, and a SimCSE checkpoint's trained head is always kept (README: Starting from "
+            "a checkpoint)."
+        },
+    )
     # Speed only (simcse.settings.RuntimeOptions): the same loss, computed differently.
     length_buckets: int = field(
         default=DEFAULT_LENGTH_BUCKETS,

@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES: dict[str, str] = {"bert": "BertModel", "roberta": "RobertaModel"}
 MLM_HEAD_PREFIXES: tuple[str, ...] = ("cls.predictions.", "lm_head.")
-SIMCSE_CONFIG_FIELDS: tuple[str, ...] = CONFIG_KEYS  # every SimCSE setting's config.json key (simcse.settings)
+# Every SimCSE setting's config.json key (simcse.settings), then what load_cl_model records about the run:
+# with do_mlm, what the MLM head started from, "checkpoint" or "fresh" (simcse.checkpoints).
+SIMCSE_CONFIG_FIELDS: tuple[str, ...] = (*CONFIG_KEYS, "mlm_head_init")
 
 
 class ExportError(ValueError):

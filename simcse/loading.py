@@ -38,11 +38,13 @@ def check_model_weights(model_name_or_path: str | os.PathLike) -> None:
 def load_pretrained(model_class: Any, model_name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[Any, dict]:
     """``model_class.from_pretrained`` after the weights check; returns (model, loading info).
 
-    ``model_class``: ``AutoModel`` or a SimCSE head class; ``kwargs`` go to ``from_pretrained``. The
-    loading report is also kept on ``model.simcse_loading_info``.
+    ``model_class``: ``AutoModel`` or a SimCSE head class; ``kwargs`` go to ``from_pretrained`` (with a
+    ``state_dict`` the weights come from it, as transformers wants, and the folder gives only the config).
+    The loading report is also kept on ``model.simcse_loading_info``.
     """
     check_model_weights(model_name_or_path)
-    model, info = model_class.from_pretrained(str(model_name_or_path), output_loading_info=True, **kwargs)
+    source = None if kwargs.get("state_dict") is not None else str(model_name_or_path)
+    model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
     model.simcse_loading_info = info
     return model, info
 

@@ -15,10 +15,12 @@ def cosine_logits(a: torch.Tensor, b: torch.Tensor, temp: float) -> torch.Tensor
 
     a: (N, H), b: (M, H) -> (N, M). Normalise-then-matmul is the same quantity as the original's
     broadcast ``nn.CosineSimilarity`` over an (N, M, H) tensor, without materialising it.
-    Computed in fp32 so that bf16/fp16 embeddings still give fp32 logits (as autocast did).
+    Computed in at least fp32 so that bf16/fp16 embeddings still give fp32 logits (as autocast did);
+    fp64 embeddings stay fp64 (a float64 check of the maths must not be rounded to fp32 here).
     """
-    a = F.normalize(a.float(), dim=-1, eps=1e-8)
-    b = F.normalize(b.float(), dim=-1, eps=1e-8)
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)  # fp64 stays fp64
+    a = F.normalize(a.to(dtype), dim=-1, eps=1e-8)
+    b = F.normalize(b.to(dtype), dim=-1, eps=1e-8)
     return (a @ b.T) / temp
 
 

@@ -9,8 +9,9 @@ Design choices that differ from the original code, and why:
 * The SimCSE settings (``pooler_type``, ``temp``, ``mlp_only_train``, ...) live in the model
   config, so checkpoints describe themselves and tools pick the right pooler.
 * The MLM head keeps the pre-trained checkpoint key names (``cls.predictions.*`` for BERT,
-  ``lm_head.*`` for RoBERTa) so it loads from the pre-trained masked-LM weights, and its decoder
-  is *not* tied to the input embeddings (a [QUIRK] of the original, kept for faithful numbers).
+  ``lm_head.*`` for RoBERTa), and its decoder is *not* tied to the input embeddings (a [QUIRK] of the
+  original, kept for faithful numbers). What the heads of a run start from, for each kind of checkpoint,
+  is :mod:`simcse.checkpoints` (README "Starting from a checkpoint").
 * The model class is chosen from ``config.model_type``, never from a substring of a path.
 """
 
@@ -29,10 +30,18 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAtte
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
 
+from simcse.checkpoints import (
+    FORMAT_NAMES,
+    checkpoint_format,
+    original_to_our_keys,
+    read_original_checkpoint,
+    start_mlm_head,
+    start_mlp,
+)
 from simcse.cls_shortcut import CLS_POOLERS, cls_embedding, supports_cls_shortcut
 from simcse.distributed import gather_with_local_grad
 from simcse.length_buckets import effective_length_buckets, encode_in_buckets
-from simcse.loading import SINGLE_WEIGHT_FILES, WEIGHT_FILES, check_model_weights, load_pretrained, pooler_untrained
+from simcse.loading import SINGLE_WEIGHT_FILES, WEIGHT_FILES, check_model_weights, load_pretrained
 from simcse.losses import contrastive_loss
 from simcse.poolers import check_pooler_type, needs_hidden_states, pool
 from simcse.settings import DEFAULTS as SETTINGS_DEFAULTS
@@ -129,6 +138,23 @@ class _SimCSEMixin:
         dense = self.encoder.pooler.dense
         nn.init.normal_(dense.weight, mean=0.0, std=self.config.initializer_range)
         nn.init.zeros_(dense.bias)
+
+    @torch.no_grad()
+    def reset_mlm_head(self) -> None:
+        """Fresh init of the MLM head, the same as for a head the checkpoint lacks: dense layers
+        N(0, initializer_range) with zero bias, LayerNorm 1/0, output bias 0, and the (untied) decoder a
+        copy of the input embeddings. Used when a pre-trained BERT head is deliberately not loaded."""
+        head = self.mlm_head
+        for module in head.modules():
+            if isinstance(module, nn.Linear) and module is not head.decoder:
+                nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.zeros_(head.predictions.bias if hasattr(head, "predictions") else head.bias)
+        head.decoder.weight.copy_(self.encoder.get_input_embeddings().weight)
 
     def _encode(
         self, input_ids, attention_mask, token_type_ids, training_loss: bool = False, **encoder_kwargs
@@ -280,7 +306,7 @@ class _SimCSEMixin:
             keep = labels != -100  # (n*L,); the one host sync of the MLM path
             hidden, labels = hidden[keep], labels[keep]  # (m, H), (m,)
         scores = self.mlm_head(hidden)  # (m, V)
-        return F.cross_entropy(scores.float(), labels)
+        return F.cross_entropy(scores.to(torch.promote_types(scores.dtype, torch.float32)), labels)  # >= fp32
 
     def _init_simcse_weights(self, module: nn.Module) -> None:
         # The output bias lives outside nn.Linear, so HF's generic init does not cover it.
@@ -292,7 +318,13 @@ class BertForCL(_SimCSEMixin, BertPreTrainedModel):
     """SimCSE on a BERT encoder (stored as ``bert``; the MLP is ``bert.pooler``)."""
 
     _mlm_head_name = "cls"
-    _keys_to_ignore_on_load_unexpected = [r"cls\.seq_relationship", r"lm_head\.decoder\.bias"]
+    _mlm_head_prefix = "cls.predictions."  # the original's names: lm_head.* (decoder.bias duplicating bias)
+    _pretrained_mlm_head_by_default = False  # see load_cl_model
+    _keys_to_ignore_on_load_unexpected = [
+        r"cls\.seq_relationship",
+        r"lm_head\.decoder\.bias",
+        r"cls\.predictions\.decoder\.bias",
+    ]
 
     def __init__(self, config: PretrainedConfig, runtime: RuntimeOptions | None = None) -> None:
         super().__init__(config)
@@ -308,6 +340,8 @@ class RobertaForCL(_SimCSEMixin, RobertaPreTrainedModel):
     """SimCSE on a RoBERTa encoder (stored as ``roberta``; the MLP is ``roberta.pooler``)."""
 
     _mlm_head_name = "lm_head"
+    _mlm_head_prefix = "lm_head."  # the original's names too
+    _pretrained_mlm_head_by_default = True  # see load_cl_model
     _keys_to_ignore_on_load_unexpected = [r"lm_head\.decoder\.bias"]
 
     def __init__(self, config: PretrainedConfig, runtime: RuntimeOptions | None = None) -> None:
@@ -339,6 +373,7 @@ def load_cl_model(
     config: PretrainedConfig | None = None,
     simcse_settings: SimCSESettings | Mapping[str, Any] | None = None,
     runtime: RuntimeOptions | None = None,
+    mlm_head_from_checkpoint: bool = False,
     **from_pretrained_kwargs: Any,
 ) -> nn.Module:
     """Load a pre-trained encoder (or a SimCSE checkpoint) into the matching SimCSE head.
@@ -346,26 +381,47 @@ def load_cl_model(
     ``simcse_settings``: a :class:`SimCSESettings` (every setting is written into the config), a dict
     of some settings (those override what the checkpoint records, the rest is kept or defaulted), or
     None (the checkpoint's own settings, defaults for a plain encoder). ``runtime``: the speed options
-    the model is built with. A checkpoint that already records a SimCSE ``pooler_type`` keeps its
-    trained MLP; for any other checkpoint the MLP is freshly initialised (BERT's NSP pooler is not
-    SimCSE's MLP) and, with MLM, a missing decoder is initialised by value from the input embeddings.
+    the model is built with (never saved). What the heads start from depends on the checkpoint
+    (:func:`checkpoint_format`):
+
+    * trained heads are always kept: the MLP and the MLM head of our checkpoints, and of unconverted
+      original-format folders (``mlp.dense.*`` -> the encoder pooler, BERT's ``lm_head.*`` ->
+      ``cls.predictions.*``), so continuing or fine-tuning a run throws no trained weight away;
+    * a pre-trained checkpoint's pooler (BERT's NSP pooler) is never the SimCSE MLP: the MLP starts fresh;
+    * a pre-trained masked-LM head (with ``do_mlm``): RoBERTa's ``lm_head.*`` is loaded, as in the original;
+      BERT's ``cls.predictions.*`` is *not* loaded (the head starts fresh) unless ``mlm_head_from_checkpoint``
+      (README "Starting from a checkpoint" says why this is the default and what the flag changes);
+    * a head the checkpoint lacks starts fresh; a missing decoder is a copy of the input embeddings.
+
+    One INFO line says what was loaded and what was freshly initialised; the same facts are kept in
+    ``model.simcse_heads`` (train.py writes them into the run record).
     """
     if config is None:
         config = AutoConfig.from_pretrained(model_name_or_path)
     cls = model_class_for(config, model_name_or_path)
-    is_simcse_checkpoint = getattr(config, "pooler_type", None) is not None
+    source = checkpoint_format(config)
     if not isinstance(simcse_settings, SimCSESettings):
         simcse_settings = SimCSESettings.from_config(config, **dict(simcse_settings or {}))
     simcse_settings.to_config(config)
     runtime = runtime or RuntimeOptions()
     kwargs = {**runtime.from_pretrained_kwargs(), **from_pretrained_kwargs}
+    if source == "original":
+        state = read_original_checkpoint(model_name_or_path, kwargs)
+        kwargs["state_dict"] = original_to_our_keys(state, cls.base_model_prefix, cls._mlm_head_prefix)
     model, info = load_pretrained(cls, model_name_or_path, config=config, runtime=runtime, **kwargs)
     missing = set(info.get("missing_keys", []))
-    if config.pooler_type == "cls" and (not is_simcse_checkpoint or pooler_untrained(model)):
-        model.reset_mlp()
-    head = model.mlm_head
-    if head is not None and any(k.endswith("decoder.weight") for k in missing):
-        with torch.no_grad():
-            head.decoder.weight.copy_(model.encoder.get_input_embeddings().weight)
-        logger.info("MLM decoder not in checkpoint: initialised from the input embeddings (untied copy)")
+    mlp, mlp_text = start_mlp(model, source, missing)
+    mlm, mlm_text = start_mlm_head(model, source, missing, mlm_head_from_checkpoint)
+    if mlm != "none":
+        model.config.mlm_head_init = mlm  # recorded in config.json and the model card
+    elif hasattr(model.config, "mlm_head_init"):
+        del model.config.mlm_head_init  # left by an earlier MLM run: this one has no MLM head
+    model.simcse_heads = {"checkpoint_format": source, "mlp": mlp, "mlm_head": mlm}
+    logger.info(
+        "SimCSE heads of %s (%s): MLP %s; MLM head %s",
+        model_name_or_path,
+        FORMAT_NAMES[source],
+        mlp_text,
+        mlm_text,
+    )
     return model
