@@ -15,6 +15,14 @@ from collections.abc import Sequence
 
 from simcse import evaluation as ev
 from simcse.poolers import POOLER_TYPES, eval_pooler_from_config
+from simcse.settings import RuntimeOptions
+
+
+def _bool(text: str) -> bool:
+    """true/false as train.py's flags spell them (HfArgumentParser's string_to_bool)."""
+    from transformers.hf_argparser import string_to_bool
+
+    return string_to_bool(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", default=None,
                    help="SentEval downstream folder (default: $SENTEVAL_DATA_DIR or SentEval/data/downstream)")
     p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--cls_only_last_layer", type=_bool, default=RuntimeOptions.cls_only_last_layer,
+                   help="(ours) with a cls/cls_before_pooler pooler, run the last layer at [CLS] only (the same "
+                        "vectors up to float rounding, less work); false = the full last layer, as the original")
     p.add_argument("--max_seq_length", type=int, default=None, help="truncate longer inputs (default: model max)")
     p.add_argument("--device", default=None, help="default: cuda:0 if available, else cpu")
     p.add_argument("--output_json", default=None, help="write machine-readable results to this path")
@@ -74,7 +85,8 @@ def run(args: argparse.Namespace) -> dict:
     warning = ev.cls_pooler_warning(model, pooler)
     if warning:
         print(warning, file=sys.stderr)
-    embed = ev.make_embed_fn(model, tokenizer, pooler, device, args.max_seq_length, args.batch_size)
+    embed = ev.make_embed_fn(model, tokenizer, pooler, device, args.max_seq_length, args.batch_size,
+                             args.cls_only_last_layer)
     results = ev.run_senteval(embed, tasks, args.mode, data_dir, args.batch_size, device,
                               progress=not args.no_progress, classifier_optim=args.classifier_optim)
     print(ev.format_tables(results, args.mode, tasks))

@@ -55,6 +55,7 @@ USER_ERRORS = (
     FileNotFoundError,
 )
 
+
 def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArguments, OurTrainingArguments]:
     """Parse the flags; a value rejected by a ``__post_init__`` check becomes a one-line :class:`ArgumentsError`."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, OurTrainingArguments))
@@ -116,11 +117,8 @@ def configure_compile(training_args: OurTrainingArguments, static_shapes: bool) 
         )
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Train (and with ``--do_eval`` evaluate) as the command line ``argv`` says; returns the metrics."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    model_args, data_args, training_args = parse_args(argv)
-    setup_logging(training_args)
+def check_launch(model_args: ModelArguments, training_args: OurTrainingArguments) -> None:
+    """Log the device set-up; refuse set-ups that would train the wrong thing."""
     logger.warning(
         "device: %s, n_gpu: %s, distributed: %s, fp16: %s, bf16: %s",
         training_args.device,
@@ -137,51 +135,62 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if model_args.model_name_or_path is None:
         raise ArgumentsError("--model_name_or_path is required")
 
-    record = run_record(model_args, data_args, training_args, argv=["train.py", *argv])
-    resume_from = prepare_output_dir(record, training_args, is_main=training_args.process_index == 0)
-    evaluating = training_args.eval_strategy != "no" or training_args.final_eval
-    data_dir = resolve_senteval_data_dir(training_args.senteval_data_dir)
-    if evaluating:
-        check_senteval_data(data_dir)
 
-    configure_compile(training_args, data_args.pad_to_max_length)
-    set_seed(training_args.seed)
-    hub_kwargs = {
+def hub_kwargs(model_args: ModelArguments) -> dict:
+    """Where and how ``from_pretrained`` fetches hub files."""
+    return {
         "cache_dir": model_args.cache_dir,
         "revision": model_args.model_revision,
         "token": True if model_args.use_auth_token else None,
     }
-    config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_kwargs)
-    model_class_for(config, model_args.model_name_or_path)  # unsupported types fail before any work
+
+
+def load_config_and_tokenizer(model_args: ModelArguments):
+    """The base config and tokenizer; an unsupported model type or a folder without weights fails here,
+    before the training file is tokenised."""
+    config = AutoConfig.from_pretrained(
+        model_args.config_name or model_args.model_name_or_path, **hub_kwargs(model_args)
+    )
+    model_class_for(config, model_args.model_name_or_path)
     check_model_weights(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path,
         use_fast=model_args.use_fast_tokenizer,
-        **hub_kwargs,
+        **hub_kwargs(model_args),
     )
+    return config, tokenizer
 
-    with training_args.main_process_first(desc="tokenising the training file"):
-        train_dataset, summary = load_training_dataset(
-            data_args.train_file,
-            tokenizer,
-            max_seq_length=data_args.max_seq_length,
-            pad_to_max_length=data_args.pad_to_max_length,
-            num_proc=data_args.preprocessing_num_workers,
-        )
 
-    extra = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+def build_model(model_args: ModelArguments, config, tokenizer) -> torch.nn.Module:
+    """The SimCSE head with the run's settings and speed options (fixed when it is built)."""
     model = load_cl_model(
         model_args.model_name_or_path,
         config=config,
         simcse_settings=model_args.simcse_settings(),
+        runtime=model_args.runtime_options(),
         mlm_head_from_checkpoint=model_args.mlm_head_from_checkpoint,
-        **hub_kwargs,
-        **extra,
+        **hub_kwargs(model_args),
     )
-    model.length_buckets = model_args.length_buckets
-    model.cls_only_last_layer = model_args.cls_only_last_layer
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
+def alignment_uniformity_metrics(training_args: OurTrainingArguments):
+    """The extra per-evaluation metrics function (STS-B dev alignment and uniformity), or None."""
+    if not training_args.eval_alignment_uniformity:
+        return None
+    from simcse.analysis import stsb_alignment_uniformity
+
+    def extra_metrics(embed, folder):
+        found = stsb_alignment_uniformity(embed, folder, split="dev")
+        return {"align": found["align"], "uniform": found["uniform"]}
+
+    return extra_metrics
+
+
+def build_trainer(model, tokenizer, train_dataset, model_args, data_args, training_args, data_dir) -> CLTrainer:
+    from simcse.evaluation import dev_metrics  # imported late: SentEval is only needed to evaluate
 
     collator = SimCSECollator(
         tokenizer,
@@ -189,21 +198,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         mlm_probability=data_args.mlm_probability,
         pad_to_multiple_of=data_args.pad_to_multiple_of,
     )
-
-    from simcse.evaluation import dev_metrics  # imported late: SentEval is only needed to evaluate
-
-    extra_metrics = None
-    if training_args.eval_alignment_uniformity:
-        from simcse.analysis import stsb_alignment_uniformity
-
-        def extra_metrics(embed, folder):
-            found = stsb_alignment_uniformity(embed, folder, split="dev")
-            return {"align": found["align"], "uniform": found["uniform"]}
-
-    if training_args.process_index == 0:
-        record["simcse_heads"] = model.simcse_heads  # what the MLP and the MLM head started from
-        write_run_record(training_args.output_dir, record)
-    trainer = CLTrainer(
+    return CLTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -213,30 +208,71 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=collator,
         senteval_data_dir=data_dir,
         dev_metrics_fn=dev_metrics,
-        extra_metrics_fn=extra_metrics,
+        extra_metrics_fn=alignment_uniformity_metrics(training_args),
         callbacks=[CheckpointCompletionCallback()],
     )
 
+
+def train_and_save(trainer: CLTrainer, resume_from, num_examples: int, model_args, data_args) -> dict[str, float]:
+    """Train, save the model (the best one with --load_best_model_at_end) and write the result files."""
+    training_args = trainer.args
+    train_result = trainer.train(resume_from_checkpoint=resume_from)
+    trainer.save_model()
+    train_metrics = dict(train_result.metrics, train_examples=num_examples)
+    trainer.log_metrics("train", train_metrics)
+    trainer.save_metrics("train", train_metrics)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        _write_sorted(Path(training_args.output_dir) / "train_results.txt", train_metrics)
+        finalize(training_args.output_dir, model_args, data_args, trainer)
+    return train_metrics
+
+
+def final_evaluation(trainer: CLTrainer) -> dict[str, float]:
+    """--do_eval: STS dev and the 7 transfer tasks (dev, fast mode) on the final model."""
+    eval_metrics = trainer.evaluate(eval_senteval_transfer=True)
+    trainer.log_metrics("eval", eval_metrics)
+    trainer.save_metrics("eval", eval_metrics)
+    if trainer.is_world_process_zero():
+        _write_sorted(Path(trainer.args.output_dir) / "eval_results.txt", eval_metrics)
+    return eval_metrics
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Train (and with ``--do_eval`` evaluate) as the command line ``argv`` says; returns the metrics."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    model_args, data_args, training_args = parse_args(argv)
+    setup_logging(training_args)
+    check_launch(model_args, training_args)
+
+    record = run_record(model_args, data_args, training_args, argv=["train.py", *argv])
+    resume_from = prepare_output_dir(record, training_args, is_main=training_args.process_index == 0)
+    data_dir = resolve_senteval_data_dir(training_args.senteval_data_dir)
+    if training_args.eval_strategy != "no" or training_args.final_eval:
+        check_senteval_data(data_dir)
+
+    configure_compile(training_args, data_args.pad_to_max_length)
+    set_seed(training_args.seed)
+    config, tokenizer = load_config_and_tokenizer(model_args)
+    with training_args.main_process_first(desc="tokenising the training file"):
+        train_dataset, summary = load_training_dataset(
+            data_args.train_file,
+            tokenizer,
+            max_seq_length=data_args.max_seq_length,
+            pad_to_max_length=data_args.pad_to_max_length,
+            num_proc=data_args.preprocessing_num_workers,
+        )
+    model = build_model(model_args, config, tokenizer)
+    if training_args.process_index == 0:
+        record["simcse_heads"] = model.simcse_heads  # what the MLP and the MLM head started from
+        write_run_record(training_args.output_dir, record)
+    trainer = build_trainer(model, tokenizer, train_dataset, model_args, data_args, training_args, data_dir)
+
     results: dict[str, float] = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume_from)
-        trainer.save_model()  # the best model when --load_best_model_at_end, else the last one
-        train_metrics = dict(train_result.metrics, train_examples=summary.num_examples)
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-        if trainer.is_world_process_zero():
-            _write_sorted(Path(training_args.output_dir) / "train_results.txt", train_metrics)
-            finalize(training_args.output_dir, model_args, data_args, trainer)
-        results.update(train_metrics)
-
+        results.update(train_and_save(trainer, resume_from, summary.num_examples, model_args, data_args))
     if training_args.final_eval:
-        eval_metrics = trainer.evaluate(eval_senteval_transfer=True)
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        if trainer.is_world_process_zero():
-            _write_sorted(Path(training_args.output_dir) / "eval_results.txt", eval_metrics)
-        results.update(eval_metrics)
+        results.update(final_evaluation(trainer))
     return results
 
 

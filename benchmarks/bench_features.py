@@ -147,14 +147,14 @@ class Trainer:
 def build_trainer(variant: Variant, args: argparse.Namespace, dataset: Any, tokenizer: Any) -> Trainer:
     from simcse.data import SimCSECollator
     from simcse.models import load_cl_model
+    from simcse.settings import RuntimeOptions
 
     torch.manual_seed(args.seed)  # the same fresh MLP init for every variant
-    model = load_cl_model(
-        args.model, simcse_settings={**SETTINGS, "do_mlm": variant.mlm}, attn_implementation=variant.attn
+    runtime = RuntimeOptions(
+        length_buckets=variant.length_buckets, cls_only_last_layer=variant.cls_only, attn_implementation=variant.attn
     )
+    model = load_cl_model(args.model, simcse_settings={**SETTINGS, "do_mlm": variant.mlm}, runtime=runtime)
     model.train()
-    model.length_buckets = variant.length_buckets
-    model.cls_only_last_layer = variant.cls_only
     if variant.mlm_full_vocab:
         model._mlm_loss = _full_vocab_mlm_loss(model)
     collator = SimCSECollator(tokenizer, do_mlm=variant.mlm, pad_to_multiple_of=variant.pad_multiple)

@@ -282,6 +282,7 @@ def peak_reserved(device: torch.device) -> float | None:
 
 def run_batch_size(args: argparse.Namespace, batch_size: int, device: torch.device, peak: float | None) -> list[dict]:
     from simcse.models import BertForCL
+    from simcse.settings import RuntimeOptions
 
     config = make_config(args.cpu_smoke)
     built: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
@@ -291,10 +292,10 @@ def run_batch_size(args: argparse.Namespace, batch_size: int, device: torch.devi
         key = f"{attn}_pure" if "pure" in mode else attn
         if key not in built:
             torch.manual_seed(0)  # same initial weights for every variant
-            model = BertForCL._from_config(config, attn_implementation=attn).to(device).train()
             # MFU counts every position of every layer: keep the full last layer in the eager modes too
             # (compiled modes never take the [CLS] shortcut), and one padded pass (no length buckets).
-            model.cls_only_last_layer, model.length_buckets = False, 1
+            plain = RuntimeOptions(length_buckets=1, cls_only_last_layer=False)
+            model = BertForCL._from_config(config, attn_implementation=attn, runtime=plain).to(device).train()
             fused = device.type == "cuda"
             if "pure" in mode:
                 model = model.to(torch.bfloat16)

@@ -113,6 +113,7 @@ def build_ours(
     from simcse.data import SimCSECollator, TrainingTexts, build_train_dataset
     from simcse.losses import contrastive_loss
     from simcse.models import load_cl_model
+    from simcse.settings import RuntimeOptions
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     # Tokenised once, before training, exactly as train.py's load_training_dataset does for a .txt file.
@@ -121,9 +122,12 @@ def build_ours(
     rows = data[:]  # columnar -> per-example lists, outside the timed region (a DataLoader prefetches them)
     features = [{k: rows[k][i] for k in rows} for i in range(len(data))]
     batches = [features[i : i + batch_size] for i in range(0, len(features) - batch_size + 1, batch_size)]
-    model = load_cl_model(model_path, simcse_settings={"pooler_type": "cls", "temp": 0.05, "mlp_only_train": True})
-    model.length_buckets = 1 if plain else length_buckets  # train.py --length_buckets
-    model.cls_only_last_layer = not plain  # train.py --cls_only_last_layer
+    runtime = RuntimeOptions(  # train.py --length_buckets / --cls_only_last_layer
+        length_buckets=1 if plain else length_buckets, cls_only_last_layer=not plain
+    )
+    model = load_cl_model(
+        model_path, simcse_settings={"pooler_type": "cls", "temp": 0.05, "mlp_only_train": True}, runtime=runtime
+    )
     model.train()
     optimizer = trainer_optimizer(model.parameters(), lr)
     collator = SimCSECollator(tokenizer)

@@ -45,32 +45,24 @@ def uniformity(x: torch.Tensor, t: float = 2) -> torch.Tensor:
 
 
 def read_stsb(data_dir: str | os.PathLike[str], split: str = "test") -> tuple[list[str], list[str], list[float]]:
-    """STS-B pairs of one split: (sentences1, sentences2, gold scores in [0, 5]).
+    """STS-B pairs of one split: (sentences1, sentences2, gold scores in [0, 5]), read by SentEval's own
+    STS-B reader (the one evaluation uses; a malformed line is a one-line ``DataError``).
 
     data_dir: SentEval's ``downstream`` folder, its ``STS`` folder, or the ``STSBenchmark`` folder itself.
-    Files are tab separated: genre, file, year, id, score, sentence1, sentence2[, source...].
+    Sentences are SentEval's tokens joined by single spaces, as the SentEval batcher embeds them.
     """
+    from senteval.sts import load_stsb_split
+
     if split not in ("train", "dev", "test"):
         raise ValueError(f"split must be train, dev or test, got {split!r}")
     root = Path(data_dir)
     for candidate in (root, root / "STSBenchmark", root / "STS" / "STSBenchmark"):
-        file = candidate / f"sts-{split}.csv"
-        if file.is_file():
+        if (candidate / f"sts-{split}.csv").is_file():
             break
     else:
         raise FileNotFoundError(f"sts-{split}.csv not found under {root} (expected STS/STSBenchmark/)")
-    s1: list[str] = []
-    s2: list[str] = []
-    scores: list[float] = []
-    with open(file, encoding="utf-8") as f:
-        for line in f:
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) < 7:
-                continue
-            s1.append(cols[5])
-            s2.append(cols[6])
-            scores.append(float(cols[4]))
-    return s1, s2, scores
+    sa, sb, gold = load_stsb_split(candidate, split)
+    return [" ".join(t) for t in sa], [" ".join(t) for t in sb], [float(g) for g in gold]
 
 
 def stsb_alignment_uniformity(

@@ -6,19 +6,25 @@ working; options added here are marked "(ours)" in their help text.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import TrainingArguments
 
+from simcse.environment import senteval_data_dir
 from simcse.poolers import POOLER_TYPES
+from simcse.settings import CONFIG_KEYS, DEFAULT_LENGTH_BUCKETS, TRAIN_POOLERS, RuntimeOptions, SimCSESettings
 
 logger = logging.getLogger(__name__)
 
-# The poolers that can be trained (the legacy first-last variant exists only to evaluate baselines).
-TRAIN_POOLERS = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
+
+def setting_field(name: str) -> Any:
+    """A dataclass field for the SimCSE setting ``name``, with the default and help of ``SimCSESettings``."""
+    spec = next(f for f in dataclasses.fields(SimCSESettings) if f.name == name)
+    return field(default=spec.default, metadata=dict(spec.metadata))
 
 
 @dataclass
@@ -35,15 +41,15 @@ class ModelArguments:
     use_fast_tokenizer: bool = field(default=True, metadata={"help": "Use a fast (Rust) tokenizer."})
     model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
     use_auth_token: bool = field(default=False, metadata={"help": "Use the stored hub token (private models)."})
-    temp: float = field(default=0.05, metadata={"help": "Softmax temperature tau."})
-    pooler_type: str = field(
-        default="cls", metadata={"help": f"Sentence pooler used in training, one of {', '.join(TRAIN_POOLERS)}."}
-    )
-    hard_negative_weight: float = field(
-        default=0.0, metadata={"help": "LOG of the weight of an anchor's own hard negative (0 = weight 1)."}
-    )
-    do_mlm: bool = field(default=False, metadata={"help": "Add the auxiliary masked-LM loss."})
-    mlm_weight: float = field(default=0.1, metadata={"help": "Weight lambda of the MLM loss."})
+    # The SimCSE settings: defaults, help and checks live in simcse.settings.SimCSESettings.
+    temp: float = setting_field("temp")
+    pooler_type: str = setting_field("pooler_type")
+    hard_negative_weight: float = setting_field("hard_negative_weight")
+    do_mlm: bool = setting_field("do_mlm")
+    mlm_weight: float = setting_field("mlm_weight")
+    mlp_only_train: bool = setting_field("mlp_only_train")
+    gather_negatives: bool = setting_field("gather_negatives")
+    # How the heads start (simcse.checkpoints); what was done is recorded (config mlm_head_init, run record).
     mlm_head_from_checkpoint: bool = field(
         default=False,
         metadata={
@@ -53,15 +59,9 @@ class ModelArguments:
             "a checkpoint)."
         },
     )
-    mlp_only_train: bool = field(
-        default=False, metadata={"help": "Use the MLP in training only; embeddings are the raw [CLS] (unsup recipe)."}
-    )
-    gather_negatives: bool = field(
-        default=True,
-        metadata={"help": "(ours) Under DDP, use every rank's sentences as negatives, as the paper does."},
-    )
+    # Speed only (simcse.settings.RuntimeOptions): the same loss, computed differently.
     length_buckets: int = field(
-        default=0,
+        default=DEFAULT_LENGTH_BUCKETS,
         metadata={
             "help": "(ours) Encode each training batch as N length-sorted buckets, each padded to its own length: "
             "same loss, about a quarter fewer positions on wiki data (4: 1.05-1.2x faster on CPU); 1 = one padded "
@@ -69,11 +69,11 @@ class ModelArguments:
         },
     )
     cls_only_last_layer: bool = field(
-        default=True,
+        default=RuntimeOptions.cls_only_last_layer,
         metadata={
             "help": "(ours) With a cls/cls_before_pooler pooler, run the last layer's query, output and feed-forward "
-            "at [CLS] only in training (the loss reads nothing else): same loss, 1.1-1.2x faster steps; "
-            "false = the full last layer, as the original."
+            "at [CLS] only, in training and in the in-training evaluation (the loss and the dev vectors read "
+            "nothing else): same numbers, faster steps; false = the full last layer, as the original."
         },
     )
     attn_implementation: str | None = field(
@@ -81,24 +81,20 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
-        if self.pooler_type not in TRAIN_POOLERS:
-            raise ValueError(f"--pooler_type {self.pooler_type!r} is not one of: {', '.join(TRAIN_POOLERS)}")
-        if self.length_buckets < 0:
-            raise ValueError(f"--length_buckets must be >= 0 (0 = automatic), got {self.length_buckets}")
-        if self.temp <= 0:
-            raise ValueError(f"--temp must be positive, got {self.temp}")
+        self.simcse_settings()  # one ValueError naming the first bad value
+        self.runtime_options()
 
-    def simcse_settings(self) -> dict:
+    def simcse_settings(self) -> SimCSESettings:
         """The settings recorded in the checkpoint's config.json."""
-        return {
-            "pooler_type": self.pooler_type,
-            "temp": self.temp,
-            "hard_negative_weight": self.hard_negative_weight,
-            "do_mlm": self.do_mlm,
-            "mlm_weight": self.mlm_weight,
-            "mlp_only_train": self.mlp_only_train,
-            "gather_negatives": self.gather_negatives,
-        }
+        return SimCSESettings(**{key: getattr(self, key) for key in CONFIG_KEYS})
+
+    def runtime_options(self) -> RuntimeOptions:
+        """The speed options handed to the model when it is built."""
+        return RuntimeOptions(
+            length_buckets=self.length_buckets,
+            cls_only_last_layer=self.cls_only_last_layer,
+            attn_implementation=self.attn_implementation,
+        )
 
 
 @dataclass
@@ -198,13 +194,8 @@ class OurTrainingArguments(TrainingArguments):
 
 
 def resolve_senteval_data_dir(explicit: str | None = None) -> str:
-    """Data folder for SentEval: explicit > $SENTEVAL_DATA_DIR > <repo>/SentEval/data/downstream."""
-    if explicit:
-        return explicit
-    env = os.environ.get("SENTEVAL_DATA_DIR")
-    if env:
-        return env
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "SentEval", "data", "downstream")
+    """Data folder for SentEval (see ``simcse.environment.senteval_data_dir``)."""
+    return str(senteval_data_dir(explicit))
 
 
 __all__ = [

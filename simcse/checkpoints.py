@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig
 
+from simcse.loading import pooler_untrained
+
 # config.json `architectures` of an unconverted folder of the original code (whose config records no
 # pooler_type; ours always do, so our own checkpoints, also `BertForCL`, are never mistaken for one).
 ORIGINAL_ARCHITECTURES = frozenset({"BertForCL", "RobertaForCL"})
@@ -90,7 +92,7 @@ def start_mlp(model: Any, source: str, missing: set[str]) -> tuple[str, str]:
     if source == "pretrained":
         model.reset_mlp()
         return "fresh", "freshly initialised (a pre-trained pooler is not the SimCSE MLP)"
-    if any(".pooler." in k for k in missing):
+    if pooler_untrained(model):  # the one untrained-pooler check (simcse.loading)
         model.reset_mlp()
         return "fresh", "freshly initialised (not in the checkpoint)"
     where = "mlp.dense.*" if source == "original" else f"{model.base_model_prefix}.pooler.dense.*"

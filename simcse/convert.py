@@ -30,22 +30,17 @@ from typing import Any
 
 import torch
 
-from simcse.models import SINGLE_WEIGHT_FILES
+from simcse.loading import SINGLE_WEIGHT_FILES
 from simcse.poolers import check_pooler_type, eval_pooler_from_config
+from simcse.settings import CONFIG_KEYS
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES: dict[str, str] = {"bert": "BertModel", "roberta": "RobertaModel"}
 MLM_HEAD_PREFIXES: tuple[str, ...] = ("cls.predictions.", "lm_head.")
-SIMCSE_CONFIG_FIELDS: tuple[str, ...] = (
-    "pooler_type",
-    "temp",
-    "mlp_only_train",
-    "hard_negative_weight",
-    "do_mlm",
-    "mlm_weight",
-    "mlm_head_init",  # with do_mlm: what the MLM head started from, "checkpoint" or "fresh" (simcse.models)
-)
+# Every SimCSE setting's config.json key (simcse.settings), then what load_cl_model records about the run:
+# with do_mlm, what the MLM head started from, "checkpoint" or "fresh" (simcse.checkpoints).
+SIMCSE_CONFIG_FIELDS: tuple[str, ...] = (*CONFIG_KEYS, "mlm_head_init")
 
 
 class ExportError(ValueError):

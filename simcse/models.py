@@ -18,8 +18,7 @@ Design choices that differ from the original code, and why:
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -41,54 +40,25 @@ from simcse.checkpoints import (
 )
 from simcse.cls_shortcut import CLS_POOLERS, cls_embedding, supports_cls_shortcut
 from simcse.distributed import gather_with_local_grad
-from simcse.length_buckets import DEFAULT_LENGTH_BUCKETS, effective_length_buckets, encode_in_buckets
+from simcse.length_buckets import effective_length_buckets, encode_in_buckets
+from simcse.loading import SINGLE_WEIGHT_FILES, WEIGHT_FILES, check_model_weights, load_pretrained
 from simcse.losses import contrastive_loss
 from simcse.poolers import check_pooler_type, needs_hidden_states, pool
+from simcse.settings import DEFAULTS as SETTINGS_DEFAULTS
+from simcse.settings import RuntimeOptions, SimCSESettings
 
 logger = logging.getLogger(__name__)
 
-# SimCSE settings stored in config.json, with the paper's defaults.
-SIMCSE_CONFIG_DEFAULTS: dict[str, Any] = {
-    "pooler_type": "cls",
-    "temp": 0.05,
-    "hard_negative_weight": 0.0,
-    "do_mlm": False,
-    "mlm_weight": 0.1,
-    "mlp_only_train": False,
-    "gather_negatives": True,
-}
+__all__ = [  # the weight-file names and check live in simcse.loading; re-exported for older imports
+    "SINGLE_WEIGHT_FILES", "WEIGHT_FILES", "check_model_weights", "BertForCL", "RobertaForCL", "MODEL_CLASSES",
+    "UnsupportedModelError", "load_cl_model", "model_class_for",
+]
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 
 
-# Weight files transformers can load a local model folder from (sharded checkpoints have an index).
-# Unsharded weight files: the ones conversion (simcse.convert) reads and rewrites.
-SINGLE_WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
-WEIGHT_FILES: tuple[str, ...] = (  # any of these makes a loadable folder (sharded indexes too)
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-
-
-def check_model_weights(model_name_or_path: str | os.PathLike) -> None:
-    """A local model folder must hold weights: without them transformers fails late, with an OSError
-    traceback; name the incomplete folder before any work (hub ids are left to transformers)."""
-    folder = Path(model_name_or_path)
-    if folder.is_dir() and not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise FileNotFoundError(
-            f"{folder}: model folder has no weights (expected {' or '.join(WEIGHT_FILES[::2])}); "
-            "is the download or the copy incomplete?"
-        )
-
-
 class UnsupportedModelError(ValueError):
     """The checkpoint's ``config.model_type`` has no SimCSE head."""
-
-
-def simcse_setting(config: PretrainedConfig, name: str) -> Any:
-    return getattr(config, name, SIMCSE_CONFIG_DEFAULTS[name])
 
 
 class _BertPredictions(nn.Module):
@@ -142,12 +112,14 @@ class _SimCSEMixin:
     base_model_prefix: str
     _mlm_head_name: str
 
-    def _build_simcse(self, encoder_cls: type, head_cls: type) -> None:
+    def _build_simcse(self, encoder_cls: type, head_cls: type, runtime: RuntimeOptions | None) -> None:
         config = self.config
-        for name, default in SIMCSE_CONFIG_DEFAULTS.items():
+        for name, default in SETTINGS_DEFAULTS.items():
             if not hasattr(config, name):
                 setattr(config, name, default)
         check_pooler_type(config.pooler_type)
+        # Speed options: fixed when the model is built, never saved in the checkpoint.
+        self.runtime = runtime if runtime is not None else RuntimeOptions()
         # The HF pooling layer doubles as the SimCSE MLP; only the `cls` pooler has one.
         setattr(self, self.base_model_prefix, encoder_cls(config, add_pooling_layer=config.pooler_type == "cls"))
         if config.do_mlm:
@@ -209,18 +181,28 @@ class _SimCSEMixin:
             return outputs.pooler_output, outputs  # dense + tanh over the first token = the MLP
         return pool(pooler_type, attention_mask, outputs.last_hidden_state, outputs.hidden_states), outputs
 
-    length_buckets: int = DEFAULT_LENGTH_BUCKETS
-    cls_only_last_layer: bool = True  # speed only (train.py --cls_only_last_layer); see simcse.cls_shortcut
+    runtime: RuntimeOptions  # set in __init__ (load_cl_model(..., runtime=...))
+
+    # Read-only views of the speed options: they are fixed when the model is built, so a caller that still
+    # assigns them (the old API) fails loudly instead of silently measuring or testing the default.
+    @property
+    def length_buckets(self) -> int:
+        return self.runtime.length_buckets
+
+    @property
+    def cls_only_last_layer(self) -> bool:
+        return self.runtime.cls_only_last_layer
 
     def _use_cls_shortcut(self) -> bool:
         """Whether the training forward may run the last layer at [CLS] only (same loss, less work).
-        Not under torch.compile: swapping the layer list inside a compiled forward would break the graph."""
+        Not under torch.compile (not measured there; compiled graphs keep the full layer)."""
         return (
-            self.cls_only_last_layer
+            self.runtime.cls_only_last_layer
             and self.config.pooler_type in CLS_POOLERS
             and not torch.compiler.is_compiling()
             and supports_cls_shortcut(self.encoder)
         )
+
     # forward() takes **kwargs only to pass encoder options through; it does not normalise its loss by
     # token counts, so transformers must not treat it as a loss-kwargs model (GA / device scaling).
     accepts_loss_kwargs = False
@@ -268,7 +250,7 @@ class _SimCSEMixin:
             return None if t is None else t.reshape(batch_size * num_sent, -1)
 
         # One pass over all B*S sentences: the two views of a sentence differ only by dropout.
-        buckets = effective_length_buckets(self.length_buckets, input_ids.device)
+        buckets = effective_length_buckets(self.runtime.length_buckets, input_ids.device)
         if buckets > 1 and not kwargs:
             pooled = encode_in_buckets(
                 lambda ids, mask, tt: self._encode(ids, mask, tt, training_loss=True)[0],
@@ -344,9 +326,9 @@ class BertForCL(_SimCSEMixin, BertPreTrainedModel):
         r"cls\.predictions\.decoder\.bias",
     ]
 
-    def __init__(self, config: PretrainedConfig) -> None:
+    def __init__(self, config: PretrainedConfig, runtime: RuntimeOptions | None = None) -> None:
         super().__init__(config)
-        self._build_simcse(BertModel, _BertMLMHead)
+        self._build_simcse(BertModel, _BertMLMHead, runtime)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -362,9 +344,9 @@ class RobertaForCL(_SimCSEMixin, RobertaPreTrainedModel):
     _pretrained_mlm_head_by_default = True  # see load_cl_model
     _keys_to_ignore_on_load_unexpected = [r"lm_head\.decoder\.bias"]
 
-    def __init__(self, config: PretrainedConfig) -> None:
+    def __init__(self, config: PretrainedConfig, runtime: RuntimeOptions | None = None) -> None:
         super().__init__(config)
-        self._build_simcse(RobertaModel, _RobertaMLMHead)
+        self._build_simcse(RobertaModel, _RobertaMLMHead, runtime)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -389,14 +371,18 @@ def model_class_for(config: PretrainedConfig, source: str = "") -> type:
 def load_cl_model(
     model_name_or_path: str,
     config: PretrainedConfig | None = None,
-    simcse_settings: dict[str, Any] | None = None,
+    simcse_settings: SimCSESettings | Mapping[str, Any] | None = None,
+    runtime: RuntimeOptions | None = None,
     mlm_head_from_checkpoint: bool = False,
     **from_pretrained_kwargs: Any,
 ) -> nn.Module:
     """Load a pre-trained encoder (or a SimCSE checkpoint) into the matching SimCSE head.
 
-    ``simcse_settings`` (pooler_type, temp, ...) are written into the config. What the heads start from
-    depends on the checkpoint (:func:`checkpoint_format`):
+    ``simcse_settings``: a :class:`SimCSESettings` (every setting is written into the config), a dict
+    of some settings (those override what the checkpoint records, the rest is kept or defaulted), or
+    None (the checkpoint's own settings, defaults for a plain encoder). ``runtime``: the speed options
+    the model is built with (never saved). What the heads start from depends on the checkpoint
+    (:func:`checkpoint_format`):
 
     * trained heads are always kept: the MLP and the MLM head of our checkpoints, and of unconverted
       original-format folders (``mlp.dense.*`` -> the encoder pooler, BERT's ``lm_head.*`` ->
@@ -414,18 +400,15 @@ def load_cl_model(
         config = AutoConfig.from_pretrained(model_name_or_path)
     cls = model_class_for(config, model_name_or_path)
     source = checkpoint_format(config)
-    for name, value in {**SIMCSE_CONFIG_DEFAULTS, **(simcse_settings or {})}.items():
-        if name in (simcse_settings or {}) or not hasattr(config, name):
-            setattr(config, name, value)
+    if not isinstance(simcse_settings, SimCSESettings):
+        simcse_settings = SimCSESettings.from_config(config, **dict(simcse_settings or {}))
+    simcse_settings.to_config(config)
+    runtime = runtime or RuntimeOptions()
+    kwargs = {**runtime.from_pretrained_kwargs(), **from_pretrained_kwargs}
     if source == "original":
-        state = read_original_checkpoint(model_name_or_path, from_pretrained_kwargs)
-        from_pretrained_kwargs["state_dict"] = original_to_our_keys(state, cls.base_model_prefix, cls._mlm_head_prefix)
-    model, info = cls.from_pretrained(
-        None if source == "original" else model_name_or_path,  # transformers: a state_dict or a path
-        config=config,
-        output_loading_info=True,
-        **from_pretrained_kwargs,
-    )
+        state = read_original_checkpoint(model_name_or_path, kwargs)
+        kwargs["state_dict"] = original_to_our_keys(state, cls.base_model_prefix, cls._mlm_head_prefix)
+    model, info = load_pretrained(cls, model_name_or_path, config=config, runtime=runtime, **kwargs)
     missing = set(info.get("missing_keys", []))
     mlp, mlp_text = start_mlp(model, source, missing)
     mlm, mlm_text = start_mlm_head(model, source, missing, mlm_head_from_checkpoint)

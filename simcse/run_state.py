@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from simcse.environment import versions
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +41,6 @@ _RESUME_NEUTRAL = {
 
 class OutputDirError(ValueError):
     """The output folder holds something this run must not silently overwrite."""
-
-
-def versions() -> dict[str, str]:
-    import datasets
-    import torch
-    import transformers
-
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-    }
 
 
 def _jsonable(obj: Any) -> Any:

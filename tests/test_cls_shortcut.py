@@ -7,6 +7,7 @@ import torch
 
 from simcse.cls_shortcut import first_position_of_last_layer, supports_cls_shortcut
 from simcse.models import load_cl_model
+from simcse.settings import RuntimeOptions
 from tests.conftest import make_config, make_tokenizer
 from tests.numerics import assert_close_scaled, assert_grads_close
 
@@ -18,11 +19,12 @@ def _pairs(model_type: str) -> dict[str, torch.Tensor]:
     return {k: torch.stack([v[:4], v[4:]], 1) for k, v in batch.items()}  # (4, 2, L), different lengths
 
 
-def _model(tiny_model_dirs, model_type: str, shortcut: bool, **settings):
+def _model(tiny_model_dirs, model_type: str, shortcut: bool, buckets: int = 0, **settings):
     torch.manual_seed(0)  # the same fresh MLP for both models of a comparison
-    model = load_cl_model(str(tiny_model_dirs[model_type]), simcse_settings={"pooler_type": "cls", **settings})
-    model.cls_only_last_layer = shortcut
-    return model
+    runtime = RuntimeOptions(length_buckets=buckets, cls_only_last_layer=shortcut)
+    return load_cl_model(
+        str(tiny_model_dirs[model_type]), simcse_settings={"pooler_type": "cls", **settings}, runtime=runtime
+    )
 
 
 def _query_inputs(model) -> list[torch.Size]:
@@ -42,8 +44,7 @@ def test_shortcut_gives_the_full_layers_loss_and_gradients(tiny_model_dirs, mode
     pairs = _pairs(model_type)
     results = []
     for shortcut in (False, True):
-        model = _model(tiny_model_dirs, model_type, shortcut, pooler_type=pooler_type).eval().double()  # no dropout
-        model.length_buckets = buckets
+        model = _model(tiny_model_dirs, model_type, shortcut, buckets, pooler_type=pooler_type).eval().double()
         seen = _query_inputs(model)
         out = model(**pairs)
         out.loss.backward()
@@ -66,8 +67,7 @@ def test_shortcut_only_for_cls_training_losses(tiny_model_dirs):
     avg(**pairs)
     assert seen and all(shape[1] > 1 for shape in seen)
 
-    cls = _model(tiny_model_dirs, "bert", True, do_mlm=True).eval()
-    cls.length_buckets = 1  # one contrastive pass, then the MLM pass
+    cls = _model(tiny_model_dirs, "bert", True, 1, do_mlm=True).eval()  # one contrastive pass, then the MLM pass
     seen = _query_inputs(cls)
     flat = {k: v.view(8, -1) for k, v in pairs.items()}
     emb = cls(**flat, sent_emb=True)

@@ -10,6 +10,7 @@ from simcse.length_buckets import CPU_LENGTH_BUCKETS, DEFAULT_LENGTH_BUCKETS, ef
 from simcse.losses import contrastive_loss
 from simcse.models import BertForCL, RobertaForCL, UnsupportedModelError, load_cl_model, model_class_for
 from simcse.poolers import POOLER_TYPES, embed_with_hf_encoder, pool
+from simcse.settings import RuntimeOptions
 from tests.conftest import make_tokenizer
 from tests.numerics import assert_close_scaled, assert_grads_close
 
@@ -61,9 +62,11 @@ def test_pool_rejects_unknown_name_and_missing_hidden_states():
         pool("avg_top2", torch.ones(1, 2), torch.zeros(1, 2, 3))
 
 
-def _cl(tiny_model_dirs, model_type="bert", **settings):
+def _cl(tiny_model_dirs, model_type="bert", runtime=None, **settings):
     torch.manual_seed(0)
-    return load_cl_model(str(tiny_model_dirs[model_type]), simcse_settings={"pooler_type": "cls", **settings})
+    return load_cl_model(
+        str(tiny_model_dirs[model_type]), simcse_settings={"pooler_type": "cls", **settings}, runtime=runtime
+    )
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
@@ -212,8 +215,8 @@ def test_length_buckets_compute_the_same_loss_and_gradients(tiny_model_dirs, poo
     pairs = {k: torch.stack([v[:4], v[4:]], 1) for k, v in batch.items()}  # (4, 2, L), different lengths
     results = []
     for buckets in (1, 3):
-        model = _cl(tiny_model_dirs, pooler_type=pooler_type).eval().double()  # eval: no dropout, comparable
-        model.length_buckets = buckets
+        runtime = RuntimeOptions(length_buckets=buckets)
+        model = _cl(tiny_model_dirs, runtime=runtime, pooler_type=pooler_type).eval().double()  # no dropout
         out = model(**pairs)
         out.loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -236,8 +239,8 @@ def test_automatic_length_buckets_bucket_on_cpu_only(tiny_model_dirs):
     pairs = {k: torch.stack([v[:4], v[4:]], 1) for k, v in batch.items()}  # (4, 2, L)
     full_width = pairs["input_ids"].size(-1)
     for setting, expected_passes in ((DEFAULT_LENGTH_BUCKETS, CPU_LENGTH_BUCKETS), (1, 1)):
-        model = _cl(tiny_model_dirs).train()
-        model.length_buckets = setting
+        model = _cl(tiny_model_dirs, runtime=RuntimeOptions(length_buckets=setting)).train()
+        assert model.length_buckets == setting
         widths: list[int] = []
         model.bert.embeddings.register_forward_hook(lambda _m, _a, out, seen=widths: seen.append(out.size(1)))
         model(**pairs).loss.backward()
