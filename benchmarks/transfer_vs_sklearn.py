@@ -1,7 +1,8 @@
 """Transfer tasks: our SentEval (``--mode fasttest``) against an independent scikit-learn evaluation.
 
 Both sides use the same sentence embeddings (computed once and cached); the sklearn side reads the task
-files itself (SPEC 6.4 formats) and runs the same *protocol* with its own code: 5-fold stratified CV
+files itself (the formats in docs/FAITHFULNESS.md, "SentEval") and runs the same *protocol* with its own
+code: 5-fold stratified CV
 (seed 1111; nested for MR/CR/SUBJ/MPQA, on train for TREC/MRPC, the dev set for SST2) choosing the L2
 strength from SentEval's grid (weight decay 1e-5..1e-2, i.e. C = 1 / (n_train * wd)), then a converged
 L-BFGS logistic regression. Ours is run twice: with the paper's fast classifier (early-stopped RMSprop)

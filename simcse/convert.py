@@ -1,4 +1,5 @@
-"""Convert SimCSE checkpoints, in place, to plain HF ``BertModel``/``RobertaModel`` folders (SPEC 4).
+"""Convert SimCSE checkpoints, in place, to plain HF ``BertModel``/``RobertaModel`` folders.
+(docs/FAITHFULNESS.md, "Checkpoint conversion")
 
 After conversion the SimCSE MLP is the HF ``pooler.dense``, so ``pooler_output`` *is* the trained ``cls``
 embedding and ``last_hidden_state[:, 0]`` the ``cls_before_pooler`` one; the SimCSE fields

@@ -1,4 +1,4 @@
-"""Evaluation library behind ``evaluation.py`` and in-training evaluation (SPEC 5).
+"""Evaluation library behind ``evaluation.py`` and in-training evaluation (docs/FAITHFULNESS.md, "evaluation.py").
 
 Wraps the vendored SentEval engine: one ``SE`` per run whose embedding cache encodes each distinct
 sentence once, only the splits the chosen mode reports, in token-length-sorted batches.
@@ -79,7 +79,7 @@ def pooler_newly_initialised(model) -> bool:
 
 
 def cls_pooler_warning(model, pooler: str) -> str | None:
-    """SPEC 4: ``cls`` on a checkpoint with a random pooler silently gives ~57 avg; explain it."""
+    """``cls`` on a checkpoint with a random pooler silently gives ~57 avg; explain it."""
     if pooler != "cls" or eval_pooler_from_config(model.config) is not None or not pooler_newly_initialised(model):
         return None
     return ("warning: pooler 'cls' reads the HF pooler layer, but this checkpoint has no trained pooler weights "
@@ -119,7 +119,8 @@ def _length_batches(order: list[int], lengths: list[int], batch_size: int) -> li
 def make_embed_fn(model, tokenizer, pooler: str, device: str | torch.device | None = None,
                   max_seq_length: int | None = None, batch_size: int = 128,
                   cls_only_last_layer: bool = True) -> EmbedFn:
-    """sentences -> (n, H) float CPU tensor with the given pooler (SPEC 5.3, no L2 normalisation).
+    """sentences -> (n, H) float CPU tensor with the given pooler, no L2 normalisation
+    (docs/FAITHFULNESS.md, "evaluation.py").
 
     Tokenises once, sorts by *token* length (less padding than word counts), runs batches of
     ``batch_size`` under ``inference_mode`` and restores the input order. Sentences longer than
@@ -161,7 +162,7 @@ def _batcher(embed_fn: EmbedFn):
 
 def senteval_params(mode: str, data_dir: Path, batch_size: int = 128, device: str | None = None,
                     progress: bool = True, classifier_optim: str | None = None) -> dict:
-    """SPEC 5.2 parameters; STS-B/SICK only load the split the mode reports.
+    """The mode's parameters (docs/FAITHFULNESS.md, "evaluation.py"); STS-B/SICK only load the split the mode reports.
 
     ``classifier_optim`` (e.g. "lbfgs") replaces only the mode's transfer optimizer, so k-fold, batch
     size, tenacity and epoch size still follow the mode; None keeps the paper protocol.
@@ -217,7 +218,10 @@ def _table(names: Sequence[str], values: Sequence[str], with_avg: bool) -> str:
 
 
 def table_values(results: dict, mode: str) -> dict[str, dict[str, str]]:
-    """The printed numbers (SPEC 5.4) as strings: {'sts': {task: '%.2f'}, 'transfer': {...}}."""
+    """The printed numbers as strings: {'sts': {task: '%.2f'}, 'transfer': {...}}.
+
+    (docs/FAITHFULNESS.md, "evaluation.py")
+    """
     sts, transfer = {}, {}
     if mode == "dev":
         for t in DEV_STS:
@@ -238,7 +242,7 @@ def table_values(results: dict, mode: str) -> dict[str, dict[str, str]]:
 
 
 def format_tables(results: dict, mode: str, tasks: Sequence[str] | None = None) -> str:
-    """The text evaluation.py prints: header line, STS table, transfer table (SPEC 5.4)."""
+    """What evaluation.py prints: header line, STS table, transfer table (docs/FAITHFULNESS.md, "evaluation.py")."""
     vals = table_values(results, mode)
     lines = [f"------ {mode} ------"]
     if mode == "dev":

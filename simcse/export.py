@@ -1,4 +1,5 @@
-"""Turn SimCSE checkpoints into folders that every consumer reads the same way (SPEC 4, ANCHORS 2.5).
+"""Turn SimCSE checkpoints into folders that every consumer reads the same way.
+(docs/FAITHFULNESS.md, "Checkpoint conversion")
 
 One exported folder is, at the same time:
 

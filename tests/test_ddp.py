@@ -1,5 +1,6 @@
 """Two CPU processes (gloo): gathered negatives give the full-batch loss on every rank, and DDP's
-averaged gradient equals 1/W times the single-process full-batch gradient (SPEC 1.6)."""
+averaged gradient equals 1/W times the single-process full-batch gradient
+(docs/FAITHFULNESS.md, "Distributed gathering")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checkpoint conversion (SPEC 4, checklist item 7): fabricated original-format and trainer-format
+"""Checkpoint conversion (docs/FAITHFULNESS.md, "Checkpoint conversion"): fabricated original-format and trainer-format
 checkpoints become plain HF encoders whose ``pooler_output`` is the SimCSE MLP and whose
 ``last_hidden_state[:, 0]`` is the raw [CLS] of the same encoder weights."""
 

@@ -1,4 +1,4 @@
-"""The contrastive loss against hand computations with explicit loops (SPEC 1.5)."""
+"""The contrastive loss against hand computations with explicit loops (docs/FAITHFULNESS.md, "Contrastive loss")."""
 
 from __future__ import annotations
 
