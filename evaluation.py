@@ -1,4 +1,4 @@
-"""Evaluate a sentence encoder with SentEval, as the original ``evaluation.py`` (SPEC 5).
+"""Evaluate a sentence encoder with SentEval as the original ``evaluation.py`` (docs/FAITHFULNESS.md, "evaluation.py").
 
 Example: ``python evaluation.py --model_name_or_path princeton-nlp/sup-simcse-bert-base-uncased
 --pooler cls --task_set sts --mode test``. Bad data prints one ``error: FILE:LINE: problem`` line and

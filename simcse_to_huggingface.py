@@ -4,7 +4,8 @@
 
 Accepts original SimCSE checkpoints (``pytorch_model.bin`` with ``mlp.*``), our trainer's checkpoint-N
 folders (``model.safetensors`` with ``bert.pooler.*``) and already-converted folders (no-op). See
-``simcse/export.py`` for the formats; ``docs/USING.md`` for using the result.
+``simcse/convert.py`` for the formats, ``simcse/export.py`` for the sentence-transformers files and model card,
+``docs/FAITHFULNESS.md`` ("Checkpoint conversion") for the behaviour, ``docs/USING.md`` for using the result.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Command-line arguments of ``train.py``: three dataclasses parsed by ``HfArgumentParser``.
 
-Flag names and defaults are the original's (SPEC 2.2-2.4), so existing SimCSE command lines keep
-working; options added here are marked "(ours)" in their help text.
+Flag names and defaults are the original's (docs/FAITHFULNESS.md, "Training arguments and defaults"), so
+existing SimCSE command lines keep working; options added here are marked "(ours)" in their help text.
 """
 
 from __future__ import annotations

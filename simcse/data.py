@@ -1,7 +1,8 @@
-"""Training data: reading the train file, tokenising it, and batching it (SPEC 2.5-2.7).
+"""Training data: reading the train file, tokenising it, and batching it (docs/FAITHFULNESS.md, "Training data").
 
 Everything the trainer needs from a raw ``.txt``/``.csv``/``.tsv`` file up to the ``(B, S, L)`` tensors the
-model consumes. Deliberate departures from the original, each fixing a documented quirk (SPEC 9):
+model consumes. Deliberate departures from the original, each fixing a documented quirk
+(docs/FAITHFULNESS.md, "Quirks kept and fixed"):
 
 * Files are read by this module, not by ``datasets`` builders, so behaviour no longer depends on the
   installed ``datasets`` version: ``.txt`` is split on ``"\\n"`` only (a Unicode line separator such as

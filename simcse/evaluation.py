@@ -1,4 +1,4 @@
-"""Evaluation library behind ``evaluation.py`` and in-training evaluation (SPEC 5).
+"""Evaluation library behind ``evaluation.py`` and in-training evaluation (docs/FAITHFULNESS.md, "evaluation.py").
 
 Wraps the vendored SentEval engine: one ``SE`` per run whose embedding cache encodes each distinct
 sentence once, only the splits the chosen mode reports, in token-length-sorted batches.
@@ -72,7 +72,7 @@ def _batcher(embed_fn: EmbedFn):
 
 def senteval_params(mode: str, data_dir: Path, batch_size: int = 128, device: str | None = None,
                     progress: bool = True, classifier_optim: str | None = None) -> dict:
-    """SPEC 5.2 parameters; STS-B/SICK only load the split the mode reports.
+    """The mode's parameters (docs/FAITHFULNESS.md, "evaluation.py"); STS-B/SICK only load the split the mode reports.
 
     ``classifier_optim`` (e.g. "lbfgs") replaces only the mode's transfer optimizer, so k-fold, batch
     size, tenacity and epoch size still follow the mode; None keeps the paper protocol.
@@ -128,7 +128,10 @@ def _table(names: Sequence[str], values: Sequence[str], with_avg: bool) -> str:
 
 
 def table_values(results: dict, mode: str) -> dict[str, dict[str, str]]:
-    """The printed numbers (SPEC 5.4) as strings: {'sts': {task: '%.2f'}, 'transfer': {...}}."""
+    """The printed numbers as strings: {'sts': {task: '%.2f'}, 'transfer': {...}}.
+
+    (docs/FAITHFULNESS.md, "evaluation.py")
+    """
     sts, transfer = {}, {}
     if mode == "dev":
         for t in DEV_STS:
@@ -149,7 +152,7 @@ def table_values(results: dict, mode: str) -> dict[str, dict[str, str]]:
 
 
 def format_tables(results: dict, mode: str, tasks: Sequence[str] | None = None) -> str:
-    """The text evaluation.py prints: header line, STS table, transfer table (SPEC 5.4)."""
+    """What evaluation.py prints: header line, STS table, transfer table (docs/FAITHFULNESS.md, "evaluation.py")."""
     vals = table_values(results, mode)
     lines = [f"------ {mode} ------"]
     if mode == "dev":

@@ -31,7 +31,7 @@ def contrastive_loss(
     temp: float = 0.05,
     hard_negative_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """InfoNCE over in-batch negatives, optionally with hard negatives (SPEC 1.5).
+    """InfoNCE over in-batch negatives, optionally with hard negatives (docs/FAITHFULNESS.md, "Contrastive loss").
 
     Args:
         z1: anchors, (N, H).

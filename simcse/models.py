@@ -1,4 +1,4 @@
-"""SimCSE training heads for BERT and RoBERTa encoders (SPEC 1).
+"""SimCSE training heads for BERT and RoBERTa encoders (docs/FAITHFULNESS.md, "Model head and inputs").
 
 Design choices that differ from the original code, and why:
 
@@ -293,7 +293,8 @@ class _SimCSEMixin:
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _mlm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the masked tokens (SPEC 1.7: mean over labels != -100).
+        """Cross-entropy of the masked tokens, mean over labels != -100
+        (docs/FAITHFULNESS.md, "MLM auxiliary objective").
 
         hidden: (n, L, H), labels: (n, L). Only the masked positions (~15%) go through the vocabulary
         projection: the other positions are ignored by the loss, so computing their (V,) scores, as the

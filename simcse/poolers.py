@@ -4,7 +4,7 @@ The same formulas serve training (`simcse.models`), in-training evaluation, `eva
 `SimCSE` tool, so the embedding a user evaluates is the embedding the model was trained on
 (the original kept two copies that could drift apart).
 
-Pooler names (SPEC 1.3):
+Pooler names (docs/FAITHFULNESS.md, "Poolers"):
 
 =====================  ===========================================================================
 ``cls``                first token, then the SimCSE MLP (dense + tanh). On a plain HF encoder this
@@ -94,7 +94,8 @@ _SHORTCUT_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 def embed_with_hf_encoder(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], pooler_type: str, cls_only_last_layer: bool = False
 ) -> torch.Tensor:
-    """Sentence embeddings from a plain HF ``BertModel``/``RobertaModel`` (SPEC 1.3, right column).
+    """Sentence embeddings from a plain HF ``BertModel``/``RobertaModel``
+    (docs/FAITHFULNESS.md, "Poolers", right column).
 
     ``cls`` reads ``pooler_output`` (the trained MLP of a converted SimCSE checkpoint); every other
     pooler reads the token states. batch: tokenizer output with (n, L) tensors -> (n, H).

@@ -1,4 +1,4 @@
-"""``SimCSE``: encode, compare and search sentences with a SimCSE checkpoint (SPEC 7).
+"""``SimCSE``: encode, compare and search sentences with a SimCSE checkpoint (docs/FAITHFULNESS.md, "Inference tool").
 
 Differences from the original tool, each fixing a reported pitfall:
 

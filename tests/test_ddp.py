@@ -1,5 +1,6 @@
 """Two CPU processes (gloo): gathered negatives give the full-batch loss on every rank, and DDP's
-averaged gradient equals 1/W times the single-process full-batch gradient (SPEC 1.6).
+averaged gradient equals 1/W times the single-process full-batch gradient
+(docs/FAITHFULNESS.md, "Distributed gathering").
 
 Both sides run in float64: the equality is exact maths, and float32 reordering (other shard shapes,
 an all-reduce sum) moves these gradients by up to ~1e-3 of their scale (see tests/numerics.py)."""

@@ -1,4 +1,4 @@
-"""The contrastive loss against hand computations with explicit loops (SPEC 1.5).
+"""The contrastive loss against hand computations with explicit loops (docs/FAITHFULNESS.md, "Contrastive loss").
 
 The embeddings are float64 and so are the loss's logits (it keeps fp64, and lifts bf16/fp16 to fp32),
 so the comparison with the float64 loops is tight (tests/numerics.py)."""

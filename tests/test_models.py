@@ -159,7 +159,8 @@ def test_mlm_loss_is_added_with_its_weight(tiny_model_dirs, model_type):
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
 def test_mlm_scores_only_masked_positions_same_loss_and_gradients(tiny_model_dirs, model_type):
     """The vocabulary projection runs on the labelled rows only; loss and gradients equal the full
-    projection with SPEC 1.7's mean over labels != -100 (computed here by hand from log-softmax)."""
+    projection with the mean over labels != -100 (docs/FAITHFULNESS.md, "MLM auxiliary objective"),
+    computed here by hand from log-softmax."""
     model = _cl(tiny_model_dirs, model_type, do_mlm=True, mlm_weight=1.0).eval().double()  # no dropout; float64
     batch = _batch(model_type)
     pairs = {k: torch.stack([v[:2], v[2:]], 1) for k, v in batch.items()}  # (2, 2, L)

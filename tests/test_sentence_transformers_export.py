@@ -1,5 +1,6 @@
 """One exported folder, three consumers, one embedding: ``SentenceTransformer(path)``, ``SimCSE(path)``
-and ``simcse.poolers.embed_with_hf_encoder`` on ``AutoModel`` must agree (ANCHORS 2.5)."""
+and ``simcse.poolers.embed_with_hf_encoder`` on ``AutoModel`` must agree
+(docs/FAITHFULNESS.md, "Checkpoint conversion")."""
 
 from __future__ import annotations
 

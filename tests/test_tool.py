@@ -1,5 +1,5 @@
-"""The SimCSE tool (SPEC 7): encode order/shapes, similarity shapes, search semantics, exact vs faiss,
-add_to_index, and the pooler choice (explicit > config > 'unsup' heuristic)."""
+"""The SimCSE tool (docs/FAITHFULNESS.md, "Inference tool"): encode order/shapes, similarity shapes, search
+semantics, exact vs faiss, add_to_index, and the pooler choice (explicit > config > 'unsup' heuristic)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""STS tasks scored by cosine similarity (SPEC 6.2), plus the STS-B regressor variant.
+"""STS tasks scored by cosine similarity (docs/FAITHFULNESS.md, "SentEval"), plus the STS-B regressor variant.
 
 Reported aggregations: per subset Pearson/Spearman, and ``results['all']`` with ``all`` (correlation
 over the concatenation of every subset, SimCSE's addition and its headline number), ``mean`` and

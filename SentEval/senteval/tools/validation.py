@@ -1,4 +1,5 @@
 """Model selection wrappers: pick the L2 regularisation, then report dev and test accuracy.
+(docs/FAITHFULNESS.md, "SentEval")
 
 ``InnerKFold`` (MR/CR/SUBJ/MPQA: no test set), ``KFold`` (TREC/MRPC: CV on train, then test) and
 ``Split`` (SST2: fixed dev). Accuracies are returned in percent, rounded to 2 decimals as upstream.
