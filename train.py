@@ -27,15 +27,28 @@ from simcse.arguments import (
     OurTrainingArguments,
     resolve_senteval_data_dir,
 )
-from simcse.data import DataFormatError, SimCSECollator, load_training_dataset
+from simcse.cli_errors import debug_enabled, one_line_errors
+from simcse.data import DataFormatError, SimCSECollator, check_training_file, load_training_dataset
+from simcse.interrupt import (
+    SaveFailedError,
+    StopOnSignal,
+    TrainingInterrupted,
+    is_write_error,
+    last_checkpoint_note,
+    resume_command,
+    write_error_detail,
+)
+from simcse.load_errors import ModelLoadError, check_model_source, translate_load_errors
 from simcse.models import UnsupportedModelError, check_model_weights, load_cl_model, model_class_for
 from simcse.run_state import (
     CheckpointCompletionCallback,
     OutputDirError,
+    mark_run_complete,
     prepare_output_dir,
     run_record,
     write_run_record,
 )
+from simcse.senteval_files import missing_file
 from simcse.trainer import CLTrainer, NonFiniteLossError
 
 logger = logging.getLogger("simcse.train")
@@ -50,10 +63,16 @@ USER_ERRORS = (
     ArgumentsError,
     DataFormatError,
     UnsupportedModelError,
+    ModelLoadError,
     OutputDirError,
     NonFiniteLossError,
+    SaveFailedError,
     FileNotFoundError,
 )
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second Ctrl-C: training stopped at once, without a checkpoint of its own."""
 
 def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArguments, OurTrainingArguments]:
     """Parse the flags; a value rejected by a ``__post_init__`` check becomes a one-line :class:`ArgumentsError`."""
@@ -76,15 +95,27 @@ def setup_logging(training_args: OurTrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(level)
 
 
-def check_senteval_data(data_dir: str) -> None:
-    """Fail before training, not at the first evaluation (original issue #58)."""
-    needed = [Path(data_dir) / "STS" / "STSBenchmark" / "sts-dev.csv", Path(data_dir) / "SICK" / "SICK_trial.txt"]
-    for path in needed:
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: SentEval data not found (run SentEval/data/downstream/download_dataset.sh, "
-                "or point --senteval_data_dir / SENTEVAL_DATA_DIR at a downstream folder)"
-            )
+def check_senteval_data(data_dir: str, transfer: bool = False) -> None:
+    """Fail before training, not at the first evaluation (original issue #58) nor, for the transfer tasks of
+    ``--eval_transfer`` / the final ``--do_eval``, after training: every file those evaluations read."""
+    from simcse.evaluation import DEV_STS, TRANSFER_TASKS
+
+    path = missing_file(data_dir, DEV_STS + (TRANSFER_TASKS if transfer else ()), splits=("dev",))
+    if path is not None:
+        raise FileNotFoundError(
+            f"{path}: SentEval data not found (run SentEval/data/downstream/download_dataset.sh, "
+            "or point --senteval_data_dir / SENTEVAL_DATA_DIR at a downstream folder)"
+        )
+
+
+def check_model_sources(model_args: ModelArguments) -> None:
+    """Model, config and tokenizer sources exist (or are cached) before any work; weights are checked after
+    the model type, so an unsupported type is reported as such."""
+    kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "weights": False}
+    check_model_source(model_args.model_name_or_path, **kwargs)
+    for other in (model_args.config_name, model_args.tokenizer_name):
+        if other:
+            check_model_source(other, **kwargs)
 
 
 def _write_sorted(path: Path, metrics: dict) -> None:
@@ -136,13 +167,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
     if model_args.model_name_or_path is None:
         raise ArgumentsError("--model_name_or_path is required")
+    if training_args.do_train:
+        check_training_file(data_args.train_file)
 
     record = run_record(model_args, data_args, training_args, argv=["train.py", *argv])
     resume_from = prepare_output_dir(record, training_args, is_main=training_args.process_index == 0)
     evaluating = training_args.eval_strategy != "no" or training_args.final_eval
     data_dir = resolve_senteval_data_dir(training_args.senteval_data_dir)
     if evaluating:
-        check_senteval_data(data_dir)
+        check_senteval_data(data_dir, transfer=training_args.final_eval or training_args.eval_transfer)
+    check_model_sources(model_args)
 
     configure_compile(training_args, data_args.pad_to_max_length)
     set_seed(training_args.seed)
@@ -151,14 +185,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "revision": model_args.model_revision,
         "token": True if model_args.use_auth_token else None,
     }
-    config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_kwargs)
+    config_source = model_args.config_name or model_args.model_name_or_path
+    with translate_load_errors(config_source, cache_dir=model_args.cache_dir, part="config"):
+        config = AutoConfig.from_pretrained(config_source, **hub_kwargs)
     model_class_for(config, model_args.model_name_or_path)  # unsupported types fail before any work
     check_model_weights(model_args.model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path,
-        use_fast=model_args.use_fast_tokenizer,
-        **hub_kwargs,
-    )
+    tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
+    with translate_load_errors(tokenizer_source, cache_dir=model_args.cache_dir, part="tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer_source, use_fast=model_args.use_fast_tokenizer, **hub_kwargs
+        )
 
     with training_args.main_process_first(desc="tokenising the training file"):
         train_dataset, summary = load_training_dataset(
@@ -201,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     if training_args.process_index == 0:
         write_run_record(training_args.output_dir, record)
+    stop = StopOnSignal()  # Ctrl-C / SIGTERM: save and stop at the next step boundary (simcse/interrupt.py)
     trainer = CLTrainer(
         model=model,
         args=training_args,
@@ -212,20 +249,45 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         senteval_data_dir=data_dir,
         dev_metrics_fn=dev_metrics,
         extra_metrics_fn=extra_metrics,
-        callbacks=[CheckpointCompletionCallback()],
+        callbacks=[CheckpointCompletionCallback(), stop],
     )
 
     results: dict[str, float] = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume_from)
-        trainer.save_model()  # the best model when --load_best_model_at_end, else the last one
-        train_metrics = dict(train_result.metrics, train_examples=summary.num_examples)
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-        if trainer.is_world_process_zero():
-            _write_sorted(Path(training_args.output_dir) / "train_results.txt", train_metrics)
-            finalize(training_args.output_dir, model_args, data_args, trainer)
+        command = resume_command(argv, _launcher(training_args))
+        try:
+            installed = stop.install()
+            try:
+                train_result = trainer.train(resume_from_checkpoint=resume_from)
+            except KeyboardInterrupt:
+                raise StoppedAtOnce(
+                    f"interrupted again: stopped at once; {last_checkpoint_note(training_args.output_dir)}; "
+                    f"resume with: {command}"
+                ) from None
+            finally:
+                if installed:
+                    stop.restore()
+            if stop.signum:
+                raise TrainingInterrupted(
+                    stop.signum, trainer.state.global_step, _last_checkpoint(training_args.output_dir), command
+                )
+            trainer.save_model()  # the best model when --load_best_model_at_end, else the last one
+            train_metrics = dict(train_result.metrics, train_examples=summary.num_examples)
+            trainer.log_metrics("train", train_metrics)
+            trainer.save_metrics("train", train_metrics)
+            trainer.save_state()
+            if trainer.is_world_process_zero():
+                _write_sorted(Path(training_args.output_dir) / "train_results.txt", train_metrics)
+                finalize(training_args.output_dir, model_args, data_args, trainer)
+                mark_run_complete(training_args.output_dir)
+        except (OSError, RuntimeError, ValueError) as err:
+            if isinstance(err, USER_ERRORS) or not is_write_error(err):
+                raise
+            raise SaveFailedError(
+                f"writing to {training_args.output_dir} failed ({write_error_detail(err)}): is the disk full? "
+                f"{last_checkpoint_note(training_args.output_dir)} (a partial checkpoint is never resumed from); "
+                f"free space, then resume with: {command}"
+            ) from err
         results.update(train_metrics)
 
     if training_args.final_eval:
@@ -236,6 +298,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             _write_sorted(Path(training_args.output_dir) / "eval_results.txt", eval_metrics)
         results.update(eval_metrics)
     return results
+
+
+def _launcher(training_args: OurTrainingArguments) -> list[str]:
+    """How this run was started, for the resume command (``torchrun`` under DDP)."""
+    if training_args.world_size > 1:
+        return ["torchrun", f"--nproc_per_node={training_args.world_size}", "train.py"]
+    return ["python", "train.py"]
+
+
+def _last_checkpoint(output_dir: str) -> str | None:
+    from simcse.run_state import last_complete_checkpoint
+
+    last = last_complete_checkpoint(output_dir)
+    return str(last) if last else None
 
 
 def finalize(
@@ -261,11 +337,19 @@ def finalize(
 
 
 def cli() -> None:
+    """``python train.py``: user errors are one ``error:`` line and exit 2; a signal stops at the next step
+    with a complete checkpoint and exits 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
     try:
-        main()
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        with one_line_errors(USER_ERRORS):
+            main()
+    except TrainingInterrupted as stopped:
+        print(f"{stopped}\nresume with: {stopped.command}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
+    except KeyboardInterrupt as err:
+        if debug_enabled():
+            raise
+        print(str(err) or "interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

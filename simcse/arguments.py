@@ -55,8 +55,8 @@ class ModelArguments:
         default=0,
         metadata={
             "help": "(ours) Encode each training batch as N length-sorted buckets, each padded to its own length: "
-            "same loss, ~25% fewer positions on wiki data (4: 1.05-1.2x faster on CPU); 1 = one padded pass as the "
-            "original; 0 (default) = 4 on the CPU, 1 on GPUs and under --torch_compile."
+            "same loss, a quarter fewer positions on wiki data (4: 1.05-1.2x faster on CPU); 1 = one padded pass "
+            "as the original; 0 (default) = 4 on the CPU, 1 on GPUs and under --torch_compile."
         },
     )
     cls_only_last_layer: bool = field(

@@ -61,11 +61,15 @@ def load_encoder(model_name_or_path: str | Path, device: str | torch.device | No
     """
     from transformers import AutoModel, AutoTokenizer
 
-    from simcse.models import check_model_weights
+    from simcse.load_errors import check_loading_info, check_model_source, translate_load_errors
 
-    check_model_weights(model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_name_or_path))
-    model, info = AutoModel.from_pretrained(str(model_name_or_path), output_loading_info=True)
+    source = str(model_name_or_path)
+    check_model_source(source)  # one-line ModelLoadError for a bad path, folder or offline hub id
+    with translate_load_errors(source, part="tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    with translate_load_errors(source):
+        model, info = AutoModel.from_pretrained(source, output_loading_info=True, ignore_mismatched_sizes=True)
+    check_loading_info(info, source)
     model.simcse_loading_info = info
     model.to(device or default_device())
     model.eval()

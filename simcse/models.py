@@ -33,6 +33,12 @@ from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPr
 from simcse.cls_shortcut import CLS_POOLERS, cls_embedding, supports_cls_shortcut
 from simcse.distributed import gather_with_local_grad
 from simcse.length_buckets import DEFAULT_LENGTH_BUCKETS, effective_length_buckets, encode_in_buckets
+from simcse.load_errors import (
+    ModelLoadError,
+    check_loading_info,
+    check_model_source,
+    translate_load_errors,
+)
 from simcse.losses import contrastive_loss
 from simcse.poolers import check_pooler_type, needs_hidden_states, pool
 
@@ -52,29 +58,18 @@ SIMCSE_CONFIG_DEFAULTS: dict[str, Any] = {
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 
 
-# Weight files transformers can load a local model folder from (sharded checkpoints have an index).
 # Unsharded weight files: the ones conversion (simcse.convert) reads and rewrites.
 SINGLE_WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
-WEIGHT_FILES: tuple[str, ...] = (  # any of these makes a loadable folder (sharded indexes too)
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 
 
 def check_model_weights(model_name_or_path: str | os.PathLike) -> None:
     """A local model folder must hold weights: without them transformers fails late, with an OSError
-    traceback; name the incomplete folder before any work (hub ids are left to transformers)."""
-    folder = Path(model_name_or_path)
-    if folder.is_dir() and not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise FileNotFoundError(
-            f"{folder}: model folder has no weights (expected {' or '.join(WEIGHT_FILES[::2])}); "
-            "is the download or the copy incomplete?"
-        )
+    traceback; name the incomplete folder before any work (hub ids are checked when they are fetched)."""
+    if Path(model_name_or_path).is_dir():
+        check_model_source(model_name_or_path)
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(ModelLoadError):
     """The checkpoint's ``config.model_type`` has no SimCSE head."""
 
 
@@ -366,15 +361,19 @@ def load_cl_model(
     decoder is initialised by value from the input embeddings.
     """
     if config is None:
-        config = AutoConfig.from_pretrained(model_name_or_path)
+        with translate_load_errors(model_name_or_path, part="config"):
+            config = AutoConfig.from_pretrained(model_name_or_path)
     cls = model_class_for(config, model_name_or_path)
     is_simcse_checkpoint = getattr(config, "pooler_type", None) is not None
     for name, value in {**SIMCSE_CONFIG_DEFAULTS, **(simcse_settings or {})}.items():
         if name in (simcse_settings or {}) or not hasattr(config, name):
             setattr(config, name, value)
-    model, info = cls.from_pretrained(
-        model_name_or_path, config=config, output_loading_info=True, **from_pretrained_kwargs
-    )
+    with translate_load_errors(model_name_or_path, cache_dir=from_pretrained_kwargs.get("cache_dir")):
+        model, info = cls.from_pretrained(
+            model_name_or_path, config=config, output_loading_info=True, ignore_mismatched_sizes=True,
+            **from_pretrained_kwargs,
+        )
+    check_loading_info(info, model_name_or_path)  # encoder parameters missing or of the wrong shape
     missing = set(info.get("missing_keys", []))
     if config.pooler_type == "cls" and (not is_simcse_checkpoint or any(".pooler." in k for k in missing)):
         model.reset_mlp()

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from simcse.load_errors import check_loading_info, check_model_source, translate_load_errors
 from simcse.poolers import check_pooler_type, embed_with_hf_encoder, eval_pooler_from_config
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class ExactIndex:
     """
 
     def __init__(self, dim: int) -> None:
+        self.d = dim  # faiss' name for the vector dimension
         self.vectors = np.zeros((0, dim), dtype=np.float32)  # (n, H)
 
     @property
@@ -63,6 +65,17 @@ class ExactIndex:
         return scores, ids
 
 
+def _as_sentences(sentence: Any) -> list[str]:
+    """A str or a sequence of str; anything else fails here with its position and type, not in the tokenizer."""
+    if isinstance(sentence, bytes) or not hasattr(sentence, "__iter__"):
+        raise TypeError(f"encode: expected a str or a list of str, got {type(sentence).__name__}")
+    sentences = list(sentence)
+    for i, s in enumerate(sentences):
+        if not isinstance(s, str):
+            raise TypeError(f"encode: sentence {i} is a {type(s).__name__}, not a str; pass a str or a list of str")
+    return sentences
+
+
 class SimCSE:
     """Sentence embeddings, similarity and retrieval with an HF-format SimCSE checkpoint.
 
@@ -84,11 +97,16 @@ class SimCSE:
         pooler: str | None = None,
     ) -> None:
         self.model_name_or_path = str(model_name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)
-        config = AutoConfig.from_pretrained(self.model_name_or_path)
-        self.model, loading_info = AutoModel.from_pretrained(
-            self.model_name_or_path, config=config, output_loading_info=True
-        )
+        check_model_source(self.model_name_or_path)  # one-line ModelLoadError (simcse/load_errors.py)
+        with translate_load_errors(self.model_name_or_path, part="tokenizer"):
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)
+        with translate_load_errors(self.model_name_or_path, part="config"):
+            config = AutoConfig.from_pretrained(self.model_name_or_path)
+        with translate_load_errors(self.model_name_or_path):
+            self.model, loading_info = AutoModel.from_pretrained(
+                self.model_name_or_path, config=config, output_loading_info=True, ignore_mismatched_sizes=True
+            )
+        check_loading_info(loading_info, self.model_name_or_path)
         self.model.eval()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._model_device: str | None = None
@@ -140,9 +158,9 @@ class SimCSE:
         show_progress_bar: None shows tqdm only for long inputs (more than 8 batches).
         """
         target = device or self.device
-        self._to_device(target)
         single = isinstance(sentence, str)
-        sentences = [sentence] if single else list(sentence)
+        sentences = [sentence] if single else _as_sentences(sentence)
+        self._to_device(target)
         # Longest first: batches hold similar lengths (less padding); the order is restored below.
         order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
         num_batches = math.ceil(len(sentences) / batch_size)
@@ -271,6 +289,23 @@ class SimCSE:
         self.index["index"].add(np.ascontiguousarray(embeddings, dtype=np.float32))
         self.index["sentences"] += sentences
 
+    def _check_index(self) -> None:
+        """An empty index, or one whose vectors do not match its sentences or this model, gives wrong hits."""
+        index, sentences = self.index["index"], self.index["sentences"]
+        if index.ntotal == 0:
+            raise ValueError("the index is empty: build_index(...) was given no sentences")
+        if index.ntotal != len(sentences):
+            raise ValueError(
+                f"the index holds {index.ntotal} vectors for {len(sentences)} sentences: "
+                "rebuild it with build_index(...)"
+            )
+        dim = index.d  # faiss indexes and ExactIndex both have it
+        if dim != self.model.config.hidden_size:
+            raise ValueError(
+                f"the index holds {dim}-dimensional vectors but {self.model_name_or_path} gives "
+                f"{self.model.config.hidden_size}: rebuild it with build_index(...) for this model"
+            )
+
     def search(
         self,
         queries: Sentences,
@@ -284,6 +319,7 @@ class SimCSE:
         """
         if self.index is None:
             raise RuntimeError("no index yet: call build_index(...) before search(...)")
+        self._check_index()
         single = isinstance(queries, str)
         q = self.encode(queries, device=device, return_numpy=True, keepdim=True)  # (q, H)
         scores, ids = self.index["index"].search(np.ascontiguousarray(q, dtype=np.float32), top_k)  # (q, k)
