@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.path}: already converted (HF and sentence-transformers format, model card); nothing changed")
             return 0
         print(f"SimCSE checkpoint -> HF format: {args.path}")
-        with translate_load_errors(args.path):  # a damaged weights file: one line, not a SafetensorError
+        # A damaged weights file: one line instead of a SafetensorError / unpickling traceback.
+        with translate_load_errors(args.path, part="checkpoint"):
             report = export_folder(args.path, pooler=args.pooler, max_seq_length=args.max_seq_length, **wanted)
     except (ExportError, ModelLoadError, OSError) as err:
         if debug_enabled():

@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 _write_sorted(Path(training_args.output_dir) / "train_results.txt", train_metrics)
                 finalize(training_args.output_dir, model_args, data_args, trainer)
                 mark_run_complete(training_args.output_dir)
-        except (OSError, RuntimeError, ValueError) as err:
+        except Exception as err:  # safetensors and torch.save report a failed write as their own types
             if isinstance(err, USER_ERRORS) or not is_write_error(err):
                 raise
             raise SaveFailedError(

@@ -170,12 +170,12 @@ def translate_load_errors(
         from safetensors import SafetensorError
 
         text = str(err)
-        if isinstance(err, SafetensorError):
+        if isinstance(err, SafetensorError) and "deserializ" in text:
             raise _damaged(source, err, prefer_safetensors=True) from err
-        if part == "model" and local and (
+        if local and (
             isinstance(err, (pickle.UnpicklingError, EOFError))
             or (isinstance(err, RuntimeError) and ("PytorchStreamReader" in text or "zip archive" in text))
-            or (isinstance(err, OSError) and not text.startswith("It looks like the config file"))
+            or (part == "model" and isinstance(err, OSError) and not text.startswith("It looks like the config"))
         ):
             raise _damaged(source, err, prefer_safetensors=False) from err
         if isinstance(err, ValueError) and "does not recognize this architecture" in text:
