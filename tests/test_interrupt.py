@@ -219,3 +219,45 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_bert_dir, tra
     run_printed(errors[0].split("resume with: ", 1)[1])  # the limit was the child's: this has room again
     assert not (out / "checkpoint-8").exists() or (out / "checkpoint-8" / COMPLETE_MARKER).is_file()
     assert_same_weights(out, uninterrupted)
+
+
+def _ddp_stop_worker(rank: int, port: int, out_dir: str) -> None:
+    """Only rank 1 got the signal; after one step end both ranks must stop (and save) at that step."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from transformers import TrainerControl
+
+    from simcse.interrupt import StopOnSignal
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        stop = StopOnSignal()
+        args = SimpleNamespace(device=torch.device("cpu"))
+        quiet = stop.on_step_end(args, None, TrainerControl())  # nobody signalled yet
+        if rank == 1:
+            stop.signum = signal.SIGTERM
+        control = stop.on_step_end(args, None, TrainerControl())
+        result = {
+            "quiet": (quiet.should_save, quiet.should_training_stop),
+            "stopped": (control.should_save, control.should_training_stop),
+            "signum": stop.signum,
+        }
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_agree_to_stop(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_stop_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result == {"quiet": [False, False], "stopped": [True, True], "signum": int(signal.SIGTERM)}, rank
