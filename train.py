@@ -343,7 +343,8 @@ def cli() -> None:
         with one_line_errors(USER_ERRORS):
             main()
     except TrainingInterrupted as stopped:
-        print(f"{stopped}\nresume with: {stopped.command}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; one prints
+            print(f"{stopped}\nresume with: {stopped.command}", file=sys.stderr)
         sys.exit(stopped.exit_code)
     except KeyboardInterrupt as err:
         if debug_enabled():
