@@ -14,7 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from simcse import evaluation as ev
+from simcse.cli_errors import one_line_errors
+from simcse.load_errors import ModelLoadError
 from simcse.poolers import POOLER_TYPES, eval_pooler_from_config
+from simcse.senteval_files import missing_file, splits_for_mode
 from simcse.settings import RuntimeOptions
 
 
@@ -62,23 +65,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(ValueError):
+    """A flag value that cannot work (unknown task, optimizer); printed as one error line."""
+
+
 def run(args: argparse.Namespace) -> dict:
     """Evaluate and print the tables; returns the JSON-ready report."""
     import senteval
+    from senteval.utils import DataError
 
     data_dir = ev.resolve_data_dir(args.data_dir)
     tasks = list(ev.TASK_SETS[args.task_set]) if args.task_set != "na" else list(args.tasks)
     unknown = [t for t in tasks if t not in senteval.TASKS]
     if unknown:
-        raise SystemExit(f"error: unknown task(s) {unknown}; available: {', '.join(senteval.TASKS)}")
+        raise UsageError(f"--tasks: unknown task(s) {', '.join(unknown)}; available: {', '.join(senteval.TASKS)}")
     if args.classifier_optim is not None:  # fail before loading the model, not at the first transfer task
         from senteval.tools.classifier import parse_optim
 
         try:
             parse_optim(args.classifier_optim)
         except ValueError as err:
-            print(f"error: --classifier_optim: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise UsageError(f"--classifier_optim: {err}") from None
+    needed = [*tasks, "STSBenchmark"] if args.alignment_uniformity else tasks
+    missing = missing_file(data_dir, needed, splits_for_mode(args.mode))  # before the model is loaded
+    if missing is not None:
+        raise DataError(missing, "SentEval data file not found (the data folder is incomplete); run "
+                        "SentEval/data/downstream/download_dataset.sh or pass --data_dir / set SENTEVAL_DATA_DIR")
     device = args.device or ev.default_device()
     model, tokenizer = ev.load_encoder(args.model_name_or_path, device)
     pooler = args.pooler or eval_pooler_from_config(model.config) or "cls"
@@ -118,11 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s : %(message)s", level=logging.WARNING)
-    try:
+    with one_line_errors((DataError, FileNotFoundError, ModelLoadError, UsageError)):
         report = run(args)
-    except (DataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     if args.output_json:
         with open(args.output_json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)

@@ -146,6 +146,20 @@ def _read_delimited(path: Path, text: str, delimiter: str) -> TrainingTexts:
     return TrainingTexts(dict(zip(COLUMN_NAMES, cols)), len(cols), blank, str(path))
 
 
+def check_training_file(path: str | Path) -> None:
+    """The ``--train_file`` door: the path must be an existing, readable file (checked before any work)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(path, 0, "training file not found; check --train_file")
+    if path.is_dir():
+        raise DataFormatError(path, 0, "is a folder, not a training file; pass a .txt, .csv or .tsv (--train_file)")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as err:
+        raise DataFormatError(path, 0, f"cannot be read ({err.strerror or err})") from None
+
+
 def read_training_file(path: str | Path, delimiter: str | None = None) -> TrainingTexts:
     """Read a ``.txt`` (one sentence per line) or ``.csv``/``.tsv`` (header + 1, 2 or 3 columns) training file.
 
@@ -153,12 +167,16 @@ def read_training_file(path: str | Path, delimiter: str | None = None) -> Traini
     ``.csv``); it is an error for ``.txt``.
     """
     path = Path(path)
+    check_training_file(path)
     suffix = path.suffix.lower()
     if suffix not in (".txt", *_DELIMITERS):
         raise DataFormatError(path, 0, f"unsupported extension {suffix!r} (expected .txt, .csv or .tsv)")
     if suffix == ".txt" and delimiter is not None:
         raise ValueError("delimiter only applies to .csv/.tsv training files")
-    text = _decode(path)
+    try:
+        text = _decode(path)
+    except OSError as err:  # e.g. read permission lost after the check
+        raise DataFormatError(path, 0, f"cannot be read ({err.strerror or err})") from None
     if suffix == ".txt":
         texts = _read_txt(path, text)
     else:

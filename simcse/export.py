@@ -314,6 +314,52 @@ def write_model_card(
 # ----------------------------------------------------------------------------------------- pipelines
 
 
+def already_exported(
+    folder: str | os.PathLike[str],
+    pooler: str | None = None,
+    *,
+    sentence_transformers: bool = True,
+    drop_mlm_head: bool = False,
+) -> bool:
+    """Whether :func:`export_folder` would find nothing to do: plain HF weights and architecture, the asked
+    pooler recorded, the sentence-transformers files (when wanted) and the model card present. The command
+    line then says so and leaves the folder untouched, instead of rewriting those files."""
+    from simcse.convert import MLM_HEAD_PREFIXES, SUPPORTED_MODEL_TYPES
+
+    root = Path(folder)
+    try:
+        config = read_json(root / "config.json")
+        files = find_weight_files(root)
+    except (OSError, ValueError):
+        return False
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES or config.get("architectures") != [SUPPORTED_MODEL_TYPES[model_type]]:
+        return False
+    if pooler is not None and eval_pooler_from_config(ConfigView(config)) != pooler:
+        return False
+    if sentence_transformers and not (root / "modules.json").is_file():
+        return False
+    card = root / "README.md"
+    if not card.is_file() or _CARD_MARKER not in card.read_text(encoding="utf-8", errors="replace"):
+        return False
+    for file in files:
+        keys = _weight_keys(file)
+        if any(k.startswith((f"{model_type}.", "mlp.")) for k in keys):
+            return False
+        if drop_mlm_head and any(k.startswith(MLM_HEAD_PREFIXES) for k in keys):
+            return False
+    return True
+
+
+def _weight_keys(file: Path) -> list[str]:
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as f:
+            return list(f.keys())
+    return list(load_state_dict(file)[0])
+
+
 def export_folder(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str] | None = None,

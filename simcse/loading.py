@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from simcse.load_errors import check_loading_info, check_model_source, translate_load_errors
+
 # Unsharded weight files: the ones conversion (simcse.convert) reads and rewrites.
 SINGLE_WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
 WEIGHT_FILES: tuple[str, ...] = (  # any of these makes a loadable folder (sharded indexes too)
@@ -25,14 +27,11 @@ WEIGHT_FILES: tuple[str, ...] = (  # any of these makes a loadable folder (shard
 
 
 def check_model_weights(model_name_or_path: str | os.PathLike) -> None:
-    """A local model folder must hold weights: without them transformers fails late, with an OSError
-    traceback; name the incomplete folder before any work (hub ids are left to transformers)."""
-    folder = Path(model_name_or_path)
-    if folder.is_dir() and not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise FileNotFoundError(
-            f"{folder}: model folder has no weights (expected {' or '.join(WEIGHT_FILES[::2])}); "
-            "is the download or the copy incomplete?"
-        )
+    """A local model folder must hold a config and weights: without them transformers fails late, with a
+    traceback; name the incomplete folder before any work, in one line (simcse.load_errors; hub ids are
+    checked when they are fetched)."""
+    if Path(model_name_or_path).is_dir():
+        check_model_source(model_name_or_path)
 
 
 def load_pretrained(model_class: Any, model_name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[Any, dict]:
@@ -42,9 +41,13 @@ def load_pretrained(model_class: Any, model_name_or_path: str | os.PathLike, **k
     ``state_dict`` the weights come from it, as transformers wants, and the folder gives only the config).
     The loading report is also kept on ``model.simcse_loading_info``.
     """
-    check_model_weights(model_name_or_path)
+    check_model_source(model_name_or_path, cache_dir=kwargs.get("cache_dir"), revision=kwargs.get("revision"))
     source = None if kwargs.get("state_dict") is not None else str(model_name_or_path)
-    model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
+    # Wrong-shape parameters are reported (not raised) so that check_loading_info names them in one line.
+    kwargs.setdefault("ignore_mismatched_sizes", True)
+    with translate_load_errors(str(model_name_or_path), cache_dir=kwargs.get("cache_dir")):
+        model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
+    check_loading_info(info, model_name_or_path)  # encoder parameters missing or of the wrong shape
     model.simcse_loading_info = info
     return model, info
 
@@ -56,8 +59,9 @@ def load_encoder(
     (default: CUDA when available). ``kwargs`` go to ``from_pretrained`` (e.g. ``attn_implementation``)."""
     from transformers import AutoModel, AutoTokenizer
 
-    check_model_weights(model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_name_or_path))
+    check_model_source(model_name_or_path)  # one line for a bad path, folder or offline hub id
+    with translate_load_errors(str(model_name_or_path), part="tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(str(model_name_or_path))
     model, _ = load_pretrained(AutoModel, model_name_or_path, **kwargs)
     model.to(device or default_device())
     model.eval()

@@ -41,6 +41,7 @@ from simcse.checkpoints import (
 from simcse.cls_shortcut import CLS_POOLERS, cls_embedding, supports_cls_shortcut
 from simcse.distributed import gather_with_local_grad
 from simcse.length_buckets import effective_length_buckets, encode_in_buckets
+from simcse.load_errors import ModelLoadError, translate_load_errors
 from simcse.loading import SINGLE_WEIGHT_FILES, WEIGHT_FILES, check_model_weights, load_pretrained
 from simcse.losses import contrastive_loss
 from simcse.poolers import check_pooler_type, needs_hidden_states, pool
@@ -57,7 +58,7 @@ __all__ = [  # the weight-file names and check live in simcse.loading; re-export
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(ModelLoadError):
     """The checkpoint's ``config.model_type`` has no SimCSE head."""
 
 
@@ -398,7 +399,8 @@ def load_cl_model(
     ``model.simcse_heads`` (train.py writes them into the run record).
     """
     if config is None:
-        config = AutoConfig.from_pretrained(model_name_or_path)
+        with translate_load_errors(model_name_or_path, part="config"):
+            config = AutoConfig.from_pretrained(model_name_or_path)
     cls = model_class_for(config, model_name_or_path)
     source = checkpoint_format(config)
     if not isinstance(simcse_settings, SimCSESettings):
@@ -407,7 +409,8 @@ def load_cl_model(
     runtime = runtime or RuntimeOptions()
     kwargs = {**runtime.from_pretrained_kwargs(), **from_pretrained_kwargs}
     if source == "original":
-        state = read_original_checkpoint(model_name_or_path, kwargs)
+        with translate_load_errors(model_name_or_path):
+            state = read_original_checkpoint(model_name_or_path, kwargs)
         kwargs["state_dict"] = original_to_our_keys(state, cls.base_model_prefix, cls._mlm_head_prefix)
     model, info = load_pretrained(cls, model_name_or_path, config=config, runtime=runtime, **kwargs)
     missing = set(info.get("missing_keys", []))

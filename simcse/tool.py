@@ -40,6 +40,7 @@ class ExactIndex:
     """
 
     def __init__(self, dim: int) -> None:
+        self.d = dim  # faiss' name for the vector dimension
         self.vectors = np.zeros((0, dim), dtype=np.float32)  # (n, H)
 
     @property
@@ -62,6 +63,17 @@ class ExactIndex:
         scores[:, :kk] = top.values.numpy()
         ids[:, :kk] = top.indices.numpy()
         return scores, ids
+
+
+def _as_sentences(sentence: Any) -> list[str]:
+    """A str or a sequence of str; anything else fails here with its position and type, not in the tokenizer."""
+    if isinstance(sentence, bytes) or not hasattr(sentence, "__iter__"):
+        raise TypeError(f"encode: expected a str or a list of str, got {type(sentence).__name__}")
+    sentences = list(sentence)
+    for i, s in enumerate(sentences):
+        if not isinstance(s, str):
+            raise TypeError(f"encode: sentence {i} is a {type(s).__name__}, not a str; pass a str or a list of str")
+    return sentences
 
 
 class SimCSE:
@@ -141,9 +153,8 @@ class SimCSE:
         (more than 8 batches).
         """
         target = device or self.device
-        self._to_device(target)
         single = isinstance(sentence, str)
-        sentences = [sentence] if single else list(sentence)
+        sentences = [sentence] if single else _as_sentences(sentence)
         embed = make_embed_fn(
             self.model, self.tokenizer, self.pooler, target, max_length, batch_size, self.cls_only_last_layer,
             progress=show_progress_bar,
@@ -257,6 +268,23 @@ class SimCSE:
         self.index["index"].add(np.ascontiguousarray(embeddings, dtype=np.float32))
         self.index["sentences"] += sentences
 
+    def _check_index(self) -> None:
+        """An empty index, or one whose vectors do not match its sentences or this model, gives wrong hits."""
+        index, sentences = self.index["index"], self.index["sentences"]
+        if index.ntotal == 0:
+            raise ValueError("the index is empty: build_index(...) was given no sentences")
+        if index.ntotal != len(sentences):
+            raise ValueError(
+                f"the index holds {index.ntotal} vectors for {len(sentences)} sentences: "
+                "rebuild it with build_index(...)"
+            )
+        dim = index.d  # faiss indexes and ExactIndex both have it
+        if dim != self.model.config.hidden_size:
+            raise ValueError(
+                f"the index holds {dim}-dimensional vectors but {self.model_name_or_path} gives "
+                f"{self.model.config.hidden_size}: rebuild it with build_index(...) for this model"
+            )
+
     def search(
         self,
         queries: Sentences,
@@ -270,6 +298,7 @@ class SimCSE:
         """
         if self.index is None:
             raise RuntimeError("no index yet: call build_index(...) before search(...)")
+        self._check_index()
         single = isinstance(queries, str)
         q = self.encode(queries, device=device, return_numpy=True, keepdim=True)  # (q, H)
         scores, ids = self.index["index"].search(np.ascontiguousarray(q, dtype=np.float32), top_k)  # (q, k)

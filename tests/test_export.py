@@ -164,7 +164,7 @@ def test_bad_folders(tiny_bert_dir, tmp_path, capsys):
     with pytest.raises(ExportError, match="no config.json"):
         convert_checkpoint(tmp_path / "does_not_exist")
 
-    assert simcse_to_huggingface.main(["--path", str(empty)]) == 1
+    assert simcse_to_huggingface.main(["--path", str(empty)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "no model weights" in err[0]
 

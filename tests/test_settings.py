@@ -105,11 +105,12 @@ def test_model_card_and_back_fill_include_gather_negatives(tiny_bert_dir, tmp_pa
 
 def test_tool_checks_the_weights_like_everything_else(tiny_bert_dir, tmp_path):
     from simcse.tool import SimCSE
+    from simcse.load_errors import ModelLoadError
 
     folder = tmp_path / "noweights"
     shutil.copytree(tiny_bert_dir, folder)
     (folder / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match=r"noweights: model folder has no weights"):
+    with pytest.raises(ModelLoadError, match=r"noweights: model folder has no weights"):
         SimCSE(str(folder), device="cpu")
 
 
