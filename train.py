@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ from simcse.arguments import (
     OurTrainingArguments,
     resolve_senteval_data_dir,
 )
-from simcse.data import DataFormatError, SimCSECollator, load_training_dataset
+from simcse.data import DataFormatError, SimCSECollator
+from simcse.data_cache import TrainingCacheError, load_cached_training_dataset
 from simcse.models import UnsupportedModelError, check_model_weights, load_cl_model, model_class_for
 from simcse.run_state import (
     CheckpointCompletionCallback,
@@ -52,6 +54,7 @@ USER_ERRORS = (
     UnsupportedModelError,
     OutputDirError,
     NonFiniteLossError,
+    TrainingCacheError,
     FileNotFoundError,
 )
 
@@ -160,14 +163,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         **hub_kwargs,
     )
 
-    with training_args.main_process_first(desc="tokenising the training file"):
-        train_dataset, summary = load_training_dataset(
-            data_args.train_file,
-            tokenizer,
-            max_seq_length=data_args.max_seq_length,
-            pad_to_max_length=data_args.pad_to_max_length,
-            num_proc=data_args.preprocessing_num_workers,
-        )
+    # No barrier here: one process per cache builds it (a file lock), the others wait for it without a
+    # collective, so a long first build cannot hit the DDP timeout, and a stalled one ends well before it.
+    data_started = time.perf_counter()
+    train_dataset, summary = load_cached_training_dataset(
+        data_args.train_file,
+        tokenizer,
+        max_seq_length=data_args.max_seq_length,
+        pad_to_max_length=data_args.pad_to_max_length,
+        num_proc=data_args.preprocessing_num_workers,
+        cache_root=data_args.data_cache_dir,
+        overwrite=data_args.overwrite_cache,
+        is_local_main=training_args.local_process_index == 0,
+        stall_timeout=min(300.0, 0.5 * training_args.ddp_timeout),
+    )
+    logger.info("data phase: %.2f s", time.perf_counter() - data_started)
 
     extra = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     model = load_cl_model(
