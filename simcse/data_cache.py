@@ -13,6 +13,7 @@ Cache layout, under ``--data_cache_dir`` (default ``$HF_DATASETS_CACHE/simcse``)
     <key>/READY           written last; a folder without it is never used
     <key>.lock            held by the one process building <key>
     <key>.progress        rewritten by the builder after every chunk (what waiting processes watch)
+    <key>.failed          under torchrun: the error of a failed build, for the other ranks of that launch
 
 The key is a sha256 over everything that changes the stored result: the file's bytes, the parse format, the
 tokenizer (its saved files and settings, library versions), ``max_seq_length``, the padding and
@@ -43,6 +44,16 @@ import numpy as np
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
+from simcse.cache_wait import (
+    READY_FILE,
+    TrainingCacheError,
+    acquire_lock,
+    check_launch_failure,
+    launch_token,
+    read_ready,
+    wait_for_launch_build,
+    write_json,
+)
 from simcse.data import COLUMN_NAMES, DataFormatError, TrainingDataSummary, TrainingFileReader
 
 logger = logging.getLogger(__name__)
@@ -50,13 +61,9 @@ logger = logging.getLogger(__name__)
 # Bump whenever the stored columns, their types or their layout change, so older caches are not used.
 SCHEMA_VERSION = 1
 CHUNK_EXAMPLES = 4096
-DATA_FILE, META_FILE, READY_FILE = "data.arrow", "meta.json", "READY"
+DATA_FILE, META_FILE = "data.arrow", "meta.json"
 # transformers' default int precisions for these keys (what datasets.map stored for them).
 _INT8_KEYS = ("attention_mask", "token_type_ids", "special_tokens_mask")
-
-
-class TrainingCacheError(RuntimeError):
-    """The cached training set could not be built or waited for; the message says where and what to do."""
 
 
 def default_cache_root() -> Path:
@@ -194,21 +201,6 @@ def _worker_tokenize(columns: list[list[str]]) -> pa.RecordBatch:
 # building
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _launch_token() -> str | None:
-    """Identifies the processes of one ``torchrun`` launcher on this host (its agent is their parent)."""
-    if "LOCAL_RANK" not in os.environ:
-        return None
-    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return f"{socket.gethostname()}:{os.getppid()}:{restart}"
-
-
 def build_cache(
     path: str | Path,
     tokenizer: PreTrainedTokenizerBase,
@@ -281,70 +273,13 @@ def build_cache(
         "build_seconds": round(time.perf_counter() - start, 3),
         "key_inputs": key_inputs,
     }
-    _write_json(target / META_FILE, meta)
-    _write_json(target / READY_FILE, {"launch": _launch_token(), "time": time.time()})
+    write_json(target / META_FILE, meta)
+    write_json(target / READY_FILE, {"launch": launch_token(), "time": time.time()})
     return meta
 
 
 # --------------------------------------------------------------------------------------------------------------
 # finding, waiting for and loading a cache
-
-
-def _ready(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / READY_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
-
-
-def _progress_age(progress_file: Path, since: float) -> float:
-    """Seconds since the builder last showed progress (or since ``since``, whichever is later)."""
-    try:
-        last = max(since, progress_file.stat().st_mtime)
-    except FileNotFoundError:
-        last = since
-    return time.time() - last
-
-
-def _stall_message(final: Path, progress_file: Path, lock_path: Path, waited: float) -> str:
-    try:
-        holder = json.loads(progress_file.read_text(encoding="utf-8"))
-        who = f"process {holder['pid']} on {holder['host']} ({holder['rows']} examples written)"
-    except (OSError, ValueError, KeyError):
-        who = "another process"
-    return (
-        f"{final}: waited {waited:.0f} s for {who} to build the tokenised training set, without progress; "
-        f"if it is not running, delete {lock_path} or set another --data_cache_dir"
-    )
-
-
-def _acquire(lock: filelock.BaseFileLock, final: Path, progress_file: Path, stall_timeout: float) -> None:
-    since = time.time()
-    while True:
-        try:
-            lock.acquire(timeout=0.5)
-            return
-        except filelock.Timeout:
-            if _progress_age(progress_file, since) > stall_timeout:
-                message = _stall_message(final, progress_file, Path(lock.lock_file), stall_timeout)
-                raise TrainingCacheError(message) from None
-
-
-def _wait_for_launch_build(final: Path, progress_file: Path, lock_path: Path, token: str, stall_timeout: float):
-    """``--overwrite_cache`` under torchrun: the local main rebuilds; the others wait for *that* build."""
-    since = time.time()
-    while True:
-        marker = _ready(final)
-        if marker is not None and marker.get("launch") == token:
-            return
-        failed = final.parent / f"{final.name}.failed"
-        if failed.is_file():
-            info = json.loads(failed.read_text(encoding="utf-8"))
-            if info.get("launch") == token:
-                raise TrainingCacheError(f"the local main process failed to build {final}: {info['error']}")
-        if _progress_age(progress_file, since) > stall_timeout:
-            raise TrainingCacheError(_stall_message(final, progress_file, lock_path, stall_timeout))
-        time.sleep(0.5)
 
 
 def _open(final: Path, source: str) -> tuple[datasets.Dataset, TrainingDataSummary]:
@@ -387,22 +322,23 @@ def load_cached_training_dataset(
         message = f"{root}: cannot create the training-set cache ({err}); set --data_cache_dir"
         raise TrainingCacheError(message) from err
     progress_file, lock_path = root / f"{key}.progress", root / f"{key}.lock"
-    token = _launch_token()
+    token = launch_token()
     rebuild = overwrite
     if overwrite and not is_local_main and token is not None:
-        _wait_for_launch_build(final, progress_file, lock_path, token, stall_timeout)
+        wait_for_launch_build(final, progress_file, lock_path, token, stall_timeout)
         rebuild = False
-    if not rebuild and _ready(final) is not None:
+    if not rebuild and read_ready(final) is not None:
         logger.info("training set: cached %s (%s)", final, path)
         return _open(final, str(path))
 
     lock = filelock.FileLock(str(lock_path))
-    _acquire(lock, final, progress_file, stall_timeout)
+    acquire_lock(lock, final, progress_file, stall_timeout)
     try:
-        marker = _ready(final)
+        marker = read_ready(final)
         if marker is not None and (not rebuild or (token is not None and marker.get("launch") == token)):
             logger.info("training set: cached %s (built by another process)", final)
             return _open(final, str(path))
+        check_launch_failure(final, token)  # a bad file: every rank reports it, none parses it again
         for stale in root.glob(f".tmp-{key}-*"):  # left by a killed build: only the lock holder writes them
             shutil.rmtree(stale, ignore_errors=True)
         (root / f"{key}.failed").unlink(missing_ok=True)
@@ -422,7 +358,7 @@ def load_cached_training_dataset(
         except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
             if token is not None and isinstance(err, Exception):
-                _write_json(root / f"{key}.failed", {"launch": token, "error": str(err)})
+                write_json(root / f"{key}.failed", {"launch": token, "error": str(err)})
             raise
         finally:
             progress_file.unlink(missing_ok=True)
@@ -444,6 +380,7 @@ def describe_summary(summary: TrainingDataSummary) -> str:
 __all__ = [
     "COLUMN_NAMES",
     "DataFormatError",
+    "READY_FILE",
     "SCHEMA_VERSION",
     "TrainingCacheError",
     "build_cache",
