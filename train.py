@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -28,7 +29,8 @@ from simcse.arguments import (
     resolve_senteval_data_dir,
 )
 from simcse.cli_errors import debug_enabled, one_line_errors
-from simcse.data import DataFormatError, SimCSECollator, check_training_file, load_training_dataset
+from simcse.data import DataFormatError, SimCSECollator, check_training_file
+from simcse.data_cache import TrainingCacheError, load_cached_training_dataset
 from simcse.interrupt import (
     SaveFailedError,
     StopOnSignal,
@@ -67,6 +69,7 @@ USER_ERRORS = (
     OutputDirError,
     NonFiniteLossError,
     SaveFailedError,
+    TrainingCacheError,
     FileNotFoundError,
 )
 
@@ -193,6 +196,27 @@ def load_config_and_tokenizer(model_args: ModelArguments):
             tokenizer_source, use_fast=model_args.use_fast_tokenizer, **hub_kwargs(model_args)
         )
     return config, tokenizer
+
+
+def load_training_data(data_args: DataTrainingArguments, training_args: OurTrainingArguments, tokenizer):
+    """The tokenised training set, memory-mapped from its cache (built on the first run; simcse/data_cache.py).
+
+    No barrier here: one process per cache builds it (a file lock), the others wait for it without a
+    collective, so a long first build cannot hit the DDP timeout, and a stalled one ends well before it."""
+    data_started = time.perf_counter()
+    train_dataset, summary = load_cached_training_dataset(
+        data_args.train_file,
+        tokenizer,
+        max_seq_length=data_args.max_seq_length,
+        pad_to_max_length=data_args.pad_to_max_length,
+        num_proc=data_args.preprocessing_num_workers,
+        cache_root=data_args.data_cache_dir,
+        overwrite=data_args.overwrite_cache,
+        is_local_main=training_args.local_process_index == 0,
+        stall_timeout=min(300.0, 0.5 * training_args.ddp_timeout),
+    )
+    logger.info("data phase: %.2f s", time.perf_counter() - data_started)
+    return train_dataset, summary
 
 
 def build_model(model_args: ModelArguments, config, tokenizer) -> torch.nn.Module:
@@ -327,14 +351,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     configure_compile(training_args, data_args.pad_to_max_length)
     set_seed(training_args.seed)
     config, tokenizer = load_config_and_tokenizer(model_args)
-    with training_args.main_process_first(desc="tokenising the training file"):
-        train_dataset, summary = load_training_dataset(
-            data_args.train_file,
-            tokenizer,
-            max_seq_length=data_args.max_seq_length,
-            pad_to_max_length=data_args.pad_to_max_length,
-            num_proc=data_args.preprocessing_num_workers,
-        )
+    train_dataset, summary = load_training_data(data_args, training_args, tokenizer)
     model = build_model(model_args, config, tokenizer)
     if training_args.process_index == 0:
         record["simcse_heads"] = model.simcse_heads  # what the MLP and the MLM head started from

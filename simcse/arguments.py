@@ -103,7 +103,9 @@ class DataTrainingArguments:
 
     dataset_name: str | None = field(default=None, metadata={"help": "Unused (the original ignored it too)."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Unused."})
-    overwrite_cache: bool = field(default=False, metadata={"help": "Unused: tokenisation is not cached on disk."})
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Rebuild the cached tokenised training set even if a complete one exists."}
+    )
     validation_split_percentage: int | None = field(default=5, metadata={"help": "Unused."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
     train_file: str | None = field(
@@ -117,6 +119,14 @@ class DataTrainingArguments:
     mlm_probability: float = field(default=0.15, metadata={"help": "Masking rate of the MLM objective."})
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "(ours) Round the padded length up to a multiple (8 suits tensor cores)."}
+    )
+    data_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "(ours) Where the tokenised training set is cached (memory-mapped, reused while the file, "
+            "tokenizer and settings are unchanged); default $HF_DATASETS_CACHE/simcse, else "
+            "~/.cache/huggingface/datasets/simcse. (--cache_dir is the hub model cache.)"
+        },
     )
 
     def __post_init__(self) -> None:

@@ -41,6 +41,10 @@ _RESUME_NEUTRAL = {
 }
 
 
+# Data arguments that change where or how the tokenised training set is cached, never its content.
+_DATA_RESUME_NEUTRAL = {"data_cache_dir", "overwrite_cache", "preprocessing_num_workers"}
+
+
 class OutputDirError(ValueError):
     """The output folder holds something this run must not silently overwrite."""
 
@@ -72,7 +76,8 @@ def run_record(
 
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     train = {k: v for k, v in record.get("training_args", {}).items() if k not in _RESUME_NEUTRAL}
-    return {"model_args": record.get("model_args"), "data_args": record.get("data_args"), "training_args": train}
+    data = {k: v for k, v in (record.get("data_args") or {}).items() if k not in _DATA_RESUME_NEUTRAL}
+    return {"model_args": record.get("model_args"), "data_args": data, "training_args": train}
 
 
 def checkpoints(output_dir: str | os.PathLike) -> list[Path]:

@@ -124,3 +124,16 @@ def shared_data() -> Path:
 def senteval_data(shared_data) -> Path:
     """SentEval's downstream folder inside the shared data."""
     return shared_data / "senteval" / "downstream"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_data_cache(tmp_path_factory) -> Path:
+    """train.py caches tokenised training sets under $HF_DATASETS_CACHE/simcse: keep the tests' out of ~/.cache."""
+    path = tmp_path_factory.mktemp("hf_datasets_cache")
+    old = os.environ.get("HF_DATASETS_CACHE")
+    os.environ["HF_DATASETS_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("HF_DATASETS_CACHE", None)
+    else:
+        os.environ["HF_DATASETS_CACHE"] = old

@@ -104,8 +104,8 @@ def test_model_card_and_back_fill_include_gather_negatives(tiny_bert_dir, tmp_pa
 
 
 def test_tool_checks_the_weights_like_everything_else(tiny_bert_dir, tmp_path):
-    from simcse.tool import SimCSE
     from simcse.load_errors import ModelLoadError
+    from simcse.tool import SimCSE
 
     folder = tmp_path / "noweights"
     shutil.copytree(tiny_bert_dir, folder)
