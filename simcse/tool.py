@@ -154,7 +154,8 @@ class SimCSE:
         """
         target = device or self.device
         single = isinstance(sentence, str)
-        sentences = [sentence] if single else _as_sentences(sentence)
+        sentences = [sentence] if single else _as_sentences(sentence)  # a bad input fails before any work
+        self._to_device(target)
         embed = make_embed_fn(
             self.model, self.tokenizer, self.pooler, target, max_length, batch_size, self.cls_only_last_layer,
             progress=show_progress_bar,
