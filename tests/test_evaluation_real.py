@@ -83,51 +83,67 @@ def test_stsb_test_every_pooler_matches_independent(minilm_path: Path, stsb_slic
             assert 100 * spearmanr((ea * eb).sum(1), gold)[0] == pytest.approx(ours, abs=0.01)
 
 
-def test_transfer_fasttest_close_to_sklearn_nested_cv(minilm_path: Path, senteval_data: Path) -> None:
+@pytest.fixture(scope="module")
+def avg_embed(minilm_path: Path):
+    """all-MiniLM-L6-v2 ``avg`` vectors for the transfer tests, memoised per batch and always computed with
+    2 torch threads (the thread count of the original's measured numbers, see ``two_threads``).
+
+    SentEval hands every run on a task the same length-sorted batches, so a batch seen before returns the
+    very tensor its first (uncached) forward gave: CR is encoded once for the three runs below that use it.
+    """
+    model, tok = ev.load_encoder(minilm_path, "cpu")
+    embed = ev.make_embed_fn(model, tok, "avg", "cpu")
+    memo: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def cached(sentences: list[str]) -> torch.Tensor:
+        key = tuple(sentences)
+        if key not in memo:
+            before = torch.get_num_threads()
+            torch.set_num_threads(2)
+            try:
+                memo[key] = embed(sentences)
+            finally:
+                torch.set_num_threads(before)
+        return memo[key]
+
+    def vectors(sentences: list[str]) -> np.ndarray:
+        """Each sentence's vector from the batches SentEval encoded (the same forward, no re-encoding)."""
+        seen = {s: v for key, out in memo.items() for s, v in zip(key, out.numpy())}
+        missing = [s for s in dict.fromkeys(sentences) if s not in seen]
+        if missing:
+            seen.update(zip(missing, cached(missing).numpy()))
+        return np.stack([seen[s] for s in sentences])
+
+    cached.vectors = vectors
+    return cached
+
+
+def test_transfer_fasttest_close_to_sklearn_nested_cv(avg_embed, senteval_data: Path) -> None:
     """CR with the fasttest classifier (kfold lowered to 3 to fit CI) vs sklearn nested CV on the same vectors."""
     import senteval
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 
-    model, tok = ev.load_encoder(minilm_path, "cpu")
-    embed = ev.make_embed_fn(model, tok, "avg", "cpu")
+    embed = avg_embed
     params = {**ev.senteval_params("fasttest", senteval_data, progress=False), "kfold": 3}
     res = senteval.SE(params, ev._batcher(embed)).eval("CR")
     lines = {lab: (senteval_data / "CR" / f"custrev.{lab}").read_text(encoding="latin-1").splitlines()
              for lab in ("pos", "neg")}
-    x = embed([" ".join(s.split()) for s in lines["pos"] + lines["neg"]]).numpy()
+    x = embed.vectors([" ".join(s.split()) for s in lines["pos"] + lines["neg"]])
     y = np.array([1] * len(lines["pos"]) + [0] * len(lines["neg"]))
     inner = GridSearchCV(LogisticRegression(max_iter=1000), {"C": [1, 10]}, cv=3)
     ref = 100 * cross_val_score(inner, x, y, cv=StratifiedKFold(3, shuffle=True, random_state=0)).mean()
     assert res["ntest"] == 3775
     assert res["acc"] == pytest.approx(ref, abs=0.5), (res["acc"], ref)
-
-    # --classifier_optim lbfgs vs scikit-learn running the same protocol (3 outer x 3 inner stratified folds,
-    # seed 1111, SentEval's weight-decay grid as C = 1 / (n * wd)): converged fits of the same objective.
-    conv_params = {**ev.senteval_params("fasttest", senteval_data, progress=False, classifier_optim="lbfgs"),
-                   "kfold": 3}
-    conv = senteval.SE(conv_params, ev._batcher(embed)).eval("CR")
-
-    def folds(labels):
-        return StratifiedKFold(3, shuffle=True, random_state=1111).split(np.zeros(len(labels)), labels)
-
-    def fit(xs, ys, wd):
-        return LogisticRegression(C=1 / (len(xs) * wd), max_iter=5000).fit(xs.astype(np.float64), ys)
-
-    accs = []
-    for tr, te in folds(y):
-        xin, yin = x[tr], y[tr]
-        cv = [np.mean([fit(xin[a], yin[a], wd).score(xin[b], yin[b]) for a, b in folds(yin)])
-              for wd in (1e-5, 1e-4, 1e-3, 1e-2)]
-        accs.append(fit(xin, yin, (1e-5, 1e-4, 1e-3, 1e-2)[int(np.argmax(cv))]).score(x[te], y[te]))
-    assert conv["acc"] == pytest.approx(100 * np.mean(accs), abs=0.5), (conv["acc"], 100 * np.mean(accs))
+    # `--classifier_optim lbfgs` against scikit-learn on the real tasks (all seven, the same folds and L2 grid)
+    # is benchmarks/transfer_vs_sklearn.py (minutes); tests/test_senteval_transfer.py checks it on small data.
 
 
 # The original SimCSE evaluation.py + SentEval (compatibility patches only) on this model, `--pooler avg
 # --mode fasttest`, CPU, 2 torch threads, torch 2.13 / numpy 2.4 / scikit-learn 1.9: acc, devacc (, MRPC F1).
+# MRPC (71.71, devacc 73.55, F1 80.43, equal too) is left out of the suite for time; SentEval/README.md.
 ORIGINAL_FASTTEST = {
     "CR": {"acc": 82.07, "devacc": 82.98},
-    "MRPC": {"acc": 71.71, "devacc": 73.55, "f1": 80.43},
     "TREC": {"acc": 88.40, "devacc": 84.87},
 }
 
@@ -142,14 +158,12 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def test_transfer_fasttest_equals_the_original_to_the_printed_digit(minilm_path: Path, senteval_data: Path,
+def test_transfer_fasttest_equals_the_original_to_the_printed_digit(avg_embed, senteval_data: Path,
                                                                     two_threads) -> None:
     """The transfer classifiers follow SentEval's randomness protocol (SentEval/README.md), so on the
     same embeddings they print the original's numbers exactly, not just close ones."""
-    model, tok = ev.load_encoder(minilm_path, "cpu")
-    res = ev.run_senteval(ev.make_embed_fn(model, tok, "avg", "cpu"), list(ORIGINAL_FASTTEST), "fasttest",
-                          senteval_data, progress=False)
+    res = ev.run_senteval(avg_embed, list(ORIGINAL_FASTTEST), "fasttest", senteval_data, progress=False)
     got = {t: {k: float(f"{res[t][k]:.2f}") for k in want} for t, want in ORIGINAL_FASTTEST.items()}
     assert got == ORIGINAL_FASTTEST
     printed = ev.table_values(res, "fasttest")["transfer"]
-    assert (printed["CR"], printed["MRPC"], printed["TREC"]) == ("82.07", "71.71", "88.40")
+    assert (printed["CR"], printed["TREC"]) == ("82.07", "88.40")
