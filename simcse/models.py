@@ -41,7 +41,7 @@ from simcse.checkpoints import (
 from simcse.cls_shortcut import CLS_POOLERS, cls_embedding, supports_cls_shortcut
 from simcse.distributed import gather_with_local_grad
 from simcse.families import SUPPORTED_MODEL_TYPES as FAMILY_TYPES
-from simcse.families import unsupported_message
+from simcse.families import UnsupportedFamilyError, unsupported_message
 from simcse.length_buckets import effective_length_buckets, encode_in_buckets
 from simcse.load_errors import ModelLoadError, translate_load_errors
 from simcse.loading import (
@@ -430,7 +430,10 @@ def load_cl_model(
             state = read_original_checkpoint(model_name_or_path, kwargs)
         kwargs["state_dict"] = original_to_our_keys(state, cls.base_model_prefix, cls._mlm_head_prefix)
     if config.do_mlm and cls not in MODEL_CLASSES.values():
-        cls.family.mlm_class()  # a type without a masked-LM head: one clear line before any work
+        try:
+            cls.family.mlm_class()  # a type without a masked-LM head: one clear line before any work
+        except UnsupportedFamilyError as err:
+            raise UnsupportedModelError(f"{model_name_or_path}: {err}") from None
     model, info = load_pretrained(cls, model_name_or_path, config=config, runtime=runtime, **kwargs)
     missing = set(info.get("missing_keys", []))
     if getattr(model, "mlp", None) is not None and "mlp.dense.weight" in missing:

@@ -258,3 +258,87 @@ def test_decoders_and_unknown_types_are_refused_in_one_line(config, words):
     message = str(err.value)
     assert words in message and "\n" not in message and message.startswith("some/dir: ")
     assert ", ".join(SUPPORTED_MODEL_TYPES) in message
+
+
+@pytest.mark.parametrize("model_type, data", [("modernbert", "txt"), ("deberta-v2", "csv")])
+def test_train_cli_two_steps_exports_a_folder_every_consumer_reads_alike(family_dirs, model_type, data, tmp_path):
+    """train.py end to end on a non-BERT family: unsup + MLM (txt) / sup with hard negatives (csv), 2 steps."""
+    from sentence_transformers import SentenceTransformer
+
+    import train
+    from simcse.evaluation import load_encoder, make_embed_fn
+    from simcse.tool import SimCSE
+
+    folder = family_dirs(model_type, "mlm")
+    if data == "txt":
+        train_file = tmp_path / "train.txt"
+        train_file.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+        extra = ["--do_mlm"]
+    else:
+        train_file = tmp_path / "train.csv"
+        rows = [f"{CORPUS[i]},{CORPUS[(i + 1) % 8]},{CORPUS[(i + 4) % 8]}" for i in range(8)]
+        train_file.write_text("sent0,sent1,hard_neg\n" + "\n".join(rows) + "\n", encoding="utf-8")
+        extra = ["--hard_negative_weight", "0.5"]
+    out = tmp_path / "out"
+    train.main([
+        "--model_name_or_path", str(folder), "--train_file", str(train_file), "--output_dir", str(out),
+        "--per_device_train_batch_size", "4", "--max_steps", "2", "--max_seq_length", "16", "--use_cpu",
+        "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
+        "--plot_training", "false", "--do_train", "--pooler_type", "cls", "--dataloader_num_workers", "0", *extra,
+    ])  # fmt: skip
+    config = AutoModel.from_pretrained(out).config
+    assert (config.pooler_type, config.do_mlm) == ("cls", data == "txt")
+    assert (out / SEPARATE_MLP_FILE).is_file() and config.simcse_mlp == SEPARATE_MLP_FILE
+    via_tool = SimCSE(str(out), device="cpu").encode(SENTS, normalize_to_unit=False)
+    via_st = SentenceTransformer(str(out), device="cpu").encode(SENTS, convert_to_tensor=True)
+    model, tok = load_encoder(str(out), "cpu")
+    via_eval = make_embed_fn(model, tok, "cls", "cpu")(SENTS)  # evaluation.py's path
+    raw = make_embed_fn(model, tok, "cls_before_pooler", "cpu")(SENTS)
+    torch.testing.assert_close(via_st, via_tool, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(via_eval, via_tool, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(raw, via_tool)  # the trained MLP is applied
+
+
+def test_in_training_evaluation_uses_the_separate_mlp(family_dirs):
+    from simcse.trainer import SentenceEmbedder
+
+    folder = family_dirs("distilbert")
+    model = load_cl_model(str(folder), simcse_settings={"pooler_type": "cls"}).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        ref = model(**tok(SENTS, padding=True, return_tensors="pt"), sent_emb=True).pooler_output
+    got = SentenceEmbedder(model, tok, torch.device("cpu"))(SENTS)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert "simcse_mlp" not in {k.split(".")[0] for k in model.encoder.state_dict()}  # no encoder key
+
+
+def test_mlm_is_refused_in_one_line_where_a_type_has_no_masked_lm_head(family_dirs, monkeypatch):
+    import dataclasses
+
+    from simcse.auto_head import head_class
+
+    cls = head_class("electra")
+    monkeypatch.setattr(cls, "family", dataclasses.replace(family("electra"), mlm_class_name=None))
+    folder = family_dirs("electra")
+    with pytest.raises(UnsupportedModelError) as err:
+        load_cl_model(str(folder), simcse_settings={"do_mlm": True})
+    assert str(err.value) == (
+        f"{folder}: --do_mlm: model type 'electra' has no masked-LM head in transformers; train without --do_mlm"
+    )
+
+
+def test_a_speed_feature_off_for_a_family_is_logged_once_with_its_reason(family_dirs, caplog):
+    import logging
+
+    import simcse.families as families
+
+    families._LOGGED.discard(("mpnet", "the [CLS]-only last layer"))
+    folder = family_dirs("mpnet", "nodrop")
+    batch, _ = _batch(folder, 2)
+    model = load_cl_model(str(folder), simcse_settings={"pooler_type": "cls"})
+    with caplog.at_level(logging.INFO, logger="simcse.families"):
+        model(**batch)
+        model(**batch)
+    lines = [r.getMessage() for r in caplog.records if "[CLS]-only last layer is off" in r.getMessage()]
+    assert lines == [f"the [CLS]-only last layer is off for model type 'mpnet': {CLS_SHORTCUT_OFF['mpnet']} "
+                     "(the same numbers, computed in full)"]

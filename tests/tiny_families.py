@@ -1,6 +1,6 @@
 """Tiny random encoders of every supported model type, each with a tiny tokenizer built offline.
 
-The tokenizer is a WordPiece model trained by the ``tokenizers`` library on a few sentences, with the
+The tokenizer is a ``tokenizers`` WordPiece model over the words of a few sentences (plus letters), with the
 family's own special tokens (``[CLS]``/``[SEP]`` or ``<s>``/``</s>``, the pad id its config expects) and
 its own model inputs (``token_type_ids`` only where the family's tokenizer gives them), wrapped in
 ``PreTrainedTokenizerFast``: no hub, no vocab files. Configs are transformers' test sizes (hidden 32,
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PreTrainedTokenizerFast
 
 from simcse.families import SUPPORTED_MODEL_TYPES
@@ -43,10 +43,14 @@ def make_family_tokenizer(model_type: str) -> PreTrainedTokenizerFast:
                     "mask_token": "[MASK]"}
         order = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         cls, sep = "[CLS]", "[SEP]"
-    tok = Tokenizer(models.WordPiece(unk_token=specials["unk_token"]))
+    # A fixed vocabulary (the trainer's tie-breaking is not deterministic): the corpus words, then letters
+    # and word-piece letters so that any lowercase word still tokenises.
+    words = sorted({w for line in CORPUS for w in line.split()})
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    pieces = list(dict.fromkeys([*order, *words, *letters, *(f"##{c}" for c in letters)]))
+    tok = Tokenizer(models.WordPiece(vocab={p: i for i, p in enumerate(pieces)}, unk_token=specials["unk_token"]))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=120, special_tokens=order))
     cls_id, sep_id = tok.token_to_id(cls), tok.token_to_id(sep)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1", special_tokens=[(cls, cls_id), (sep, sep_id)]
