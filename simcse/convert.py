@@ -12,6 +12,10 @@ trainer (ours)         ``model.safetensors`` of ``BertForCL``/``RobertaForCL``; 
 final / HF             plain encoder keys, MLP at ``pooler.dense.*`` (conversion is a no-op)
 =====================  ==========================================================================
 
+The other supported types (simcse.families) convert the same way by their own encoder prefix and
+``AutoModel`` architecture; an encoder without a pooling layer keeps its trained MLP in
+``simcse_mlp.safetensors`` (README "Supported encoders").
+
 MLM head keys (``cls.predictions.*`` for BERT, ``lm_head.*`` for RoBERTa) are *kept* by default,
 as the original script did: conversion is in place without a backup, so dropping them would be
 irreversible, and ``AutoModel`` ignores them (it lists them as unused keys). Pass

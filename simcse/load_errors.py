@@ -182,9 +182,11 @@ def translate_load_errors(
             model_type = text.split("model type `", 1)[-1].split("`", 1)[0]
             import transformers
 
+            from simcse.families import SUPPORTED_MODEL_TYPES
+
             raise ModelLoadError(
                 f"{source}: model type {model_type!r} is not known to transformers {transformers.__version__}; "
-                "SimCSE supports bert and roberta encoders"
+                f"SimCSE supports {', '.join(SUPPORTED_MODEL_TYPES)}"
             ) from err
         if isinstance(err, ValueError) and "Unrecognized model in" in text:
             raise ModelLoadError(

@@ -1,4 +1,5 @@
-"""SimCSE training heads for BERT and RoBERTa encoders (docs/FAITHFULNESS.md, "Model head and inputs").
+"""SimCSE training heads for BERT and RoBERTa encoders (docs/FAITHFULNESS.md, "Model head and inputs"), and the
+dispatch to the generic head of the other supported types (simcse.auto_head; README "Supported encoders").
 
 Design choices that differ from the original code, and why:
 

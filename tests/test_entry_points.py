@@ -113,7 +113,8 @@ def expected_messages(models: dict[str, Path]) -> dict[str, str]:
         "(32, 32) for config.json; the weights do not belong to this config (copy the matching config.json, or "
         "the model again)",
         "unknown_type": f"{m['unknown_type']}: model type 'foo' is not known to transformers "
-        f"{__import__('transformers').__version__}; SimCSE supports bert and roberta encoders",
+        f"{__import__('transformers').__version__}; SimCSE supports bert, roberta, xlm-roberta, camembert, "
+        "distilbert, albert, electra, deberta-v2, mpnet, modernbert",
     }
 
 
