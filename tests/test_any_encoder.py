@@ -342,3 +342,19 @@ def test_a_speed_feature_off_for_a_family_is_logged_once_with_its_reason(family_
     lines = [r.getMessage() for r in caplog.records if "[CLS]-only last layer is off" in r.getMessage()]
     assert lines == [f"the [CLS]-only last layer is off for model type 'mpnet': {CLS_SHORTCUT_OFF['mpnet']} "
                      "(the same numbers, computed in full)"]
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_max_length_comes_from_the_config_and_the_tokenizer(family_dirs, model_type):
+    from simcse.encode import model_max_length
+
+    folder = family_dirs(model_type, "nodrop")
+    model = AutoModel.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert model_max_length(model, tok) == 64  # the tokenizer's limit, below the 72 positions
+    tok.model_max_length = 10**30  # "no limit": the positions decide, minus RoBERTa-style padding offsets
+    offset = model.config.pad_token_id + 1 if model_type in ("roberta", "xlm-roberta", "camembert", "mpnet") else 0
+    assert model_max_length(model, tok) == 72 - offset
+    longest = 72 - offset
+    ids = torch.tensor([[tok.cls_token_id] + [tok.unk_token_id] * (longest - 2) + [tok.sep_token_id]])
+    assert model(input_ids=ids).last_hidden_state.shape[1] == longest  # the longest input runs
