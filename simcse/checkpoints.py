@@ -92,10 +92,12 @@ def start_mlp(model: Any, source: str, missing: set[str]) -> tuple[str, str]:
     if source == "pretrained":
         model.reset_mlp()
         return "fresh", "freshly initialised (a pre-trained pooler is not the SimCSE MLP)"
-    if pooler_untrained(model):  # the one untrained-pooler check (simcse.loading)
+    separate = getattr(model, "mlp", None) is not None  # a generic head's own MLP module (simcse.auto_head)
+    if pooler_untrained(model) or (separate and "mlp.dense.weight" in missing):  # (simcse.loading)
         model.reset_mlp()
         return "fresh", "freshly initialised (not in the checkpoint)"
-    where = "mlp.dense.*" if source == "original" else f"{model.base_model_prefix}.pooler.dense.*"
+    dense = ".dense" if hasattr(getattr(model.encoder, "pooler", None), "dense") else ""  # ALBERT: pooler.*
+    where = "mlp.dense.*" if source == "original" or separate else f"{model.base_model_prefix}.pooler{dense}.*"
     return "checkpoint", f"loaded from the checkpoint ({where})"
 
 
@@ -107,12 +109,16 @@ def start_mlm_head(model: Any, source: str, missing: set[str], from_checkpoint: 
     head = model.mlm_head
     if head is None:
         return "none", "none (no do_mlm)"
-    head_keys = [k for k, _ in model.named_parameters() if k.startswith(model._mlm_head_prefix)]
+    prefixes = model._mlm_head_prefix  # one prefix (BERT/RoBERTa) or a tuple (simcse.auto_head)
+    prefixes = (prefixes,) if isinstance(prefixes, str) else tuple(prefixes)
+    head_keys = [k for k, _ in model.named_parameters() if k.startswith(prefixes)]
     absent = {k for k in head_keys if k in missing}
-    names = model._mlm_head_prefix + "*"
-    if source == "original" and model._mlm_head_prefix != "lm_head.":
+    names = ", ".join(p + "*" for p in prefixes)
+    if source == "original" and prefixes != ("lm_head.",):
         names = f"lm_head.* as {names}"
-    decoder_absent = any(k.endswith("decoder.weight") for k in absent)
+    decoder = model.mlm_decoder.weight
+    decoder_names = {k for k, p in model.named_parameters() if p is decoder}
+    decoder_absent = bool(decoder_names & absent)
     if len(absent) == len(head_keys):
         status, text = "fresh", "freshly initialised (not in the checkpoint)"
     elif source == "pretrained" and not (model._pretrained_mlm_head_by_default or from_checkpoint):
@@ -129,6 +135,6 @@ def start_mlm_head(model: Any, source: str, missing: set[str], from_checkpoint: 
         text = f"loaded from the checkpoint ({names}{flag})"
     if decoder_absent:
         with torch.no_grad():
-            head.decoder.weight.copy_(model.encoder.get_input_embeddings().weight)
+            decoder.copy_(model.encoder.get_input_embeddings().weight)
         text += ", decoder a copy of the input embeddings"
     return status, text

@@ -38,6 +38,8 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bert.modeling_bert import eager_attention_forward
 
+from simcse.families import CLS_SHORTCUT_OFF, log_feature_off_once
+
 CLS_POOLERS = ("cls", "cls_before_pooler")  # the poolers that read position 0 of the last layer only
 
 # Attention kernels whose mask is a dense (n, 1, L, L) tensor or None, so the [CLS] row can be taken.
@@ -57,6 +59,10 @@ _LAYER_PARTS = (
 def supports_cls_shortcut(encoder: nn.Module) -> bool:
     """Whether ``encoder`` (a ``BertModel``/``RobertaModel``) has the layout the shortcut relies on."""
     config = encoder.config
+    off = CLS_SHORTCUT_OFF.get(getattr(config, "model_type", None))
+    if off is not None:  # a family whose layout differs (simcse.families): run in full, say why once
+        log_feature_off_once(config.model_type, "the [CLS]-only last layer", off)
+        return False
     if getattr(config, "position_embedding_type", "absolute") != "absolute" or getattr(config, "is_decoder", False):
         return False
     if getattr(config, "_attn_implementation", None) not in SUPPORTED_ATTENTION:

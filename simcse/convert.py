@@ -12,6 +12,10 @@ trainer (ours)         ``model.safetensors`` of ``BertForCL``/``RobertaForCL``; 
 final / HF             plain encoder keys, MLP at ``pooler.dense.*`` (conversion is a no-op)
 =====================  ==========================================================================
 
+The other supported types (simcse.families) convert the same way by their own encoder prefix and
+``AutoModel`` architecture; an encoder without a pooling layer keeps its trained MLP in
+``simcse_mlp.safetensors`` (README "Supported encoders").
+
 MLM head keys (``cls.predictions.*`` for BERT, ``lm_head.*`` for RoBERTa) are *kept* by default,
 as the original script did: conversion is in place without a backup, so dropping them would be
 irreversible, and ``AutoModel`` ignores them (it lists them as unused keys). Pass
@@ -31,14 +35,42 @@ from typing import Any
 
 import torch
 
+from simcse.families import SUPPORTED_MODEL_TYPES as FAMILY_TYPES
+from simcse.families import family, family_or_none, mlm_head_roots
 from simcse.loading import SINGLE_WEIGHT_FILES
-from simcse.poolers import check_pooler_type, eval_pooler_from_config
+from simcse.poolers import SEPARATE_MLP_FILE, check_pooler_type, eval_pooler_from_config
 from simcse.settings import CONFIG_KEYS
 
 logger = logging.getLogger(__name__)
 
+# BERT and RoBERTa; every other type of simcse.families converts by its family (architecture_of, prefix_of).
 SUPPORTED_MODEL_TYPES: dict[str, str] = {"bert": "BertModel", "roberta": "RobertaModel"}
 MLM_HEAD_PREFIXES: tuple[str, ...] = ("cls.predictions.", "lm_head.")
+
+
+def architecture_of(model_type: str | None) -> str | None:
+    """The plain-encoder ``architectures`` entry of a supported type, None for an unsupported one."""
+    if model_type in SUPPORTED_MODEL_TYPES:
+        return SUPPORTED_MODEL_TYPES[model_type]
+    fam = family_or_none(model_type)
+    return None if fam is None else fam.encoder_class_name
+
+
+def prefix_of(model_type: str) -> str:
+    """The encoder's key prefix inside a SimCSE head (``bert.``, ``roberta.`` for XLM-R, ``model.`` for
+    ModernBERT, ...)."""
+    return f"{model_type}." if model_type in SUPPORTED_MODEL_TYPES else family(model_type).prefix + "."
+
+
+def mlm_prefixes_of(model_type: str) -> tuple[str, ...]:
+    if model_type in SUPPORTED_MODEL_TYPES:
+        return MLM_HEAD_PREFIXES
+    return tuple(f"{root}." for root in mlm_head_roots(model_type))
+
+
+def separate_mlp_of(model_type: str) -> bool:
+    """The type's SimCSE MLP is not its pooling layer but ``mlp.dense`` -> ``simcse_mlp.safetensors``."""
+    return model_type not in SUPPORTED_MODEL_TYPES and family(model_type).separate_mlp
 # Every SimCSE setting's config.json key (simcse.settings), then what load_cl_model records about the run:
 # with do_mlm, what the MLM head started from, "checkpoint" or "fresh" (simcse.checkpoints).
 SIMCSE_CONFIG_FIELDS: tuple[str, ...] = (*CONFIG_KEYS, "mlm_head_init")
@@ -153,10 +185,10 @@ def find_weight_files(folder: Path) -> list[Path]:
 def _rename_key(key: str, model_type: str) -> str:
     """SimCSE/trainer key -> plain encoder key. Prefix-anchored (the original's substring replace would
     turn ``roberta.x`` into ``rox`` if the ``bert.`` rule ran first)."""
-    prefix = f"{model_type}."
+    prefix = prefix_of(model_type)
     if key.startswith(prefix):
         return key[len(prefix) :]
-    if key.startswith("mlp."):
+    if key.startswith("mlp.") and not separate_mlp_of(model_type):
         return "pooler." + key[len("mlp.") :]
     return key
 
@@ -165,8 +197,9 @@ def _convert_state_dict(
     state: Mapping[str, torch.Tensor], model_type: str, drop_mlm_head: bool, report: ConversionReport
 ) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
+    mlm_prefixes = mlm_prefixes_of(model_type)
     for key, tensor in state.items():
-        if key.startswith(MLM_HEAD_PREFIXES):
+        if key.startswith(mlm_prefixes):
             if drop_mlm_head:
                 report.dropped_keys.append(key)
                 continue
@@ -188,12 +221,12 @@ def _convert_state_dict(
 
 def _architecture_for(config: dict[str, Any], path: Path) -> tuple[str, str]:
     model_type = config.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    architecture = architecture_of(model_type)
+    if architecture is None:
         raise ExportError(
-            f"{path}: unsupported model_type {model_type!r} in config.json; "
-            f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            f"{path}: unsupported model_type {model_type!r} in config.json; supported: {', '.join(FAMILY_TYPES)}"
         )
-    return model_type, SUPPORTED_MODEL_TYPES[model_type]
+    return model_type, architecture
 
 
 def convert_checkpoint(
@@ -263,7 +296,17 @@ def _convert_weight_files(
         report.dropped_keys += sub_report.dropped_keys
         report.kept_mlm_keys = max(report.kept_mlm_keys, sub_report.kept_mlm_keys)
         report.notes += sub_report.notes
-        report.has_trained_pooler = report.has_trained_pooler or "pooler.dense.weight" in new_state
+        if separate_mlp_of(model_type):
+            mlp = {k[len("mlp."):]: new_state.pop(k) for k in [k for k in new_state if k.startswith("mlp.")]}
+            if mlp:  # {"dense.weight": (H, H), "dense.bias": (H,)}: the SimCSE MLP, a file of its own
+                save_state_dict(report.path / SEPARATE_MLP_FILE, mlp, {"format": "pt"})
+                sub_report.renamed_keys += len(mlp)
+        trained = ("pooler.dense.weight", "pooler.weight")  # BERT-style pooler; ALBERT's Linear pooler
+        report.has_trained_pooler = (
+            report.has_trained_pooler
+            or any(k in new_state for k in trained)
+            or (report.path / SEPARATE_MLP_FILE).is_file()
+        )
         if sub_report.renamed_keys or sub_report.dropped_keys or sub_report.notes:
             save_state_dict(file, new_state, metadata)
             changed = True
@@ -276,6 +319,8 @@ def _converted_config(
     """``config`` with the plain-encoder architecture and, if given, the test-time ``pooler_type``."""
     new_config = dict(config)
     new_config["architectures"] = [target_arch]
+    if (report.path / SEPARATE_MLP_FILE).is_file():
+        new_config["simcse_mlp"] = SEPARATE_MLP_FILE  # the folder says where its MLP is (simcse.loading)
     if pooler_type is not None and eval_pooler_from_config(ConfigView(config)) != pooler_type:
         if config.get("pooler_type") is not None:
             report.notes.append(

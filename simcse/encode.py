@@ -60,7 +60,7 @@ def length_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int
 def model_max_length(model: Any, tokenizer: Any) -> int:
     """Longest input the encoder accepts: min(tokenizer limit, position embeddings minus RoBERTa's offset)."""
     limit = getattr(model.config, "max_position_embeddings", None) or 512
-    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet"):
         limit -= (getattr(model.config, "pad_token_id", 1) or 1) + 1
     tok_limit = getattr(tokenizer, "model_max_length", None)
     if tok_limit is not None and tok_limit < 1_000_000:

@@ -46,7 +46,7 @@ from simcse.convert import (  # noqa: F401 (re-exported: convert_checkpoint and 
     read_json,
     write_json,
 )
-from simcse.poolers import check_pooler_type, eval_pooler_from_config
+from simcse.poolers import SEPARATE_MLP_FILE, check_pooler_type, eval_pooler_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,14 @@ class ExportReport:
 # ------------------------------------------------------------------------------ sentence-transformers
 
 
+def hidden_size_of(config: Mapping[str, Any]) -> int | None:
+    """The embedding size a config.json gives; DistilBERT names it ``dim``."""
+    for key in ("hidden_size", "dim", "d_model"):
+        if config.get(key) is not None:
+            return int(config[key])
+    return None
+
+
 def _remove_st_files(folder: Path) -> list[str]:
     removed = []
     for name in ST_FILES:
@@ -120,6 +128,11 @@ def _st_pooler(root: Path, config: Mapping[str, Any], pooler: str | None) -> str
 def _mlp_as_dense(root: Path) -> dict[str, torch.Tensor]:
     """The trained MLP (``pooler.dense``) under the key names of sentence-transformers' ``Dense``."""
     state, _ = load_state_dict(find_weight_files(root)[0])
+    if (root / SEPARATE_MLP_FILE).is_file():  # an encoder without a pooling layer: the MLP's own file
+        mlp, _ = load_state_dict(root / SEPARATE_MLP_FILE)
+        state = {"pooler.dense.weight": mlp["dense.weight"], "pooler.dense.bias": mlp["dense.bias"]}
+    elif "pooler.weight" in state and "pooler.dense.weight" not in state:  # ALBERT: the pooler is a Linear
+        state = {"pooler.dense.weight": state["pooler.weight"], "pooler.dense.bias": state["pooler.bias"]}
     if "pooler.dense.weight" not in state:
         raise ExportError(
             f"{root}: pooler 'cls' needs the trained MLP at pooler.dense.* (run convert_checkpoint first, or "
@@ -182,7 +195,7 @@ def write_sentence_transformers_files(
     config = read_json(root / "config.json")
     pooler = _st_pooler(root, config, pooler)
     dense_weights = _mlp_as_dense(root) if pooler == "cls" else None
-    modules, files = _st_configs(pooler, int(config["hidden_size"]), max_seq_length, do_lower_case,
+    modules, files = _st_configs(pooler, hidden_size_of(config), max_seq_length, do_lower_case,
                                  with_dense=dense_weights is not None)
 
     _remove_st_files(root)
@@ -269,7 +282,7 @@ def render_model_card(
         marker=_CARD_MARKER,
         name=name,
         pooler=pooler_text,
-        hidden_size=config.get("hidden_size"),
+        hidden_size=hidden_size_of(config),
         max_seq_length=max_seq_length,
         more_facts="".join(f"\n{line}" for line in _card_facts(config, base_model, metrics)),
         sentence_transformers_usage=_card_template(usage).substitute(name=name, pooler=pooler_text),
@@ -324,7 +337,7 @@ def already_exported(
     """Whether :func:`export_folder` would find nothing to do: plain HF weights and architecture, the asked
     pooler recorded, the sentence-transformers files (when wanted) and the model card present. The command
     line then says so and leaves the folder untouched, instead of rewriting those files."""
-    from simcse.convert import MLM_HEAD_PREFIXES, SUPPORTED_MODEL_TYPES
+    from simcse.convert import architecture_of, mlm_prefixes_of, prefix_of
 
     root = Path(folder)
     try:
@@ -333,7 +346,8 @@ def already_exported(
     except (OSError, ValueError):
         return False
     model_type = config.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES or config.get("architectures") != [SUPPORTED_MODEL_TYPES[model_type]]:
+    architecture = architecture_of(model_type)
+    if architecture is None or config.get("architectures") != [architecture]:
         return False
     if pooler is not None and eval_pooler_from_config(ConfigView(config)) != pooler:
         return False
@@ -344,9 +358,9 @@ def already_exported(
         return False
     for file in files:
         keys = _weight_keys(file)
-        if any(k.startswith((f"{model_type}.", "mlp.")) for k in keys):
+        if any(k.startswith((prefix_of(model_type), "mlp.")) for k in keys):
             return False
-        if drop_mlm_head and any(k.startswith(MLM_HEAD_PREFIXES) for k in keys):
+        if drop_mlm_head and any(k.startswith(mlm_prefixes_of(model_type)) for k in keys):
             return False
     return True
 

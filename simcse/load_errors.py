@@ -182,9 +182,11 @@ def translate_load_errors(
             model_type = text.split("model type `", 1)[-1].split("`", 1)[0]
             import transformers
 
+            from simcse.families import SUPPORTED_MODEL_TYPES
+
             raise ModelLoadError(
                 f"{source}: model type {model_type!r} is not known to transformers {transformers.__version__}; "
-                "SimCSE supports bert and roberta encoders"
+                f"SimCSE supports {', '.join(SUPPORTED_MODEL_TYPES)}"
             ) from err
         if isinstance(err, ValueError) and "Unrecognized model in" in text:
             raise ModelLoadError(
@@ -219,7 +221,9 @@ def _shape(size: Any) -> str:
     return "(" + ", ".join(str(int(s)) for s in size) + ")"
 
 
-def check_loading_info(info: dict[str, Any], name_or_path: str | os.PathLike) -> None:
+def check_loading_info(
+    info: dict[str, Any], name_or_path: str | os.PathLike, head_prefixes: tuple[str, ...] = ()
+) -> None:
     """Encoder parameters missing from the weights, or of another shape than the config gives, make a broken
     model that would train or evaluate silently on random values; fail with one line instead.
 
@@ -235,7 +239,8 @@ def check_loading_info(info: dict[str, Any], name_or_path: str | os.PathLike) ->
             "config.json; the weights do not belong to this config (copy the matching config.json, or the model "
             "again)"
         )
-    missing = sorted(k for k in info.get("missing_keys") or () if not _is_head(k))
+    heads = (*head_prefixes, "mlp.")  # the generic head's MLM modules and separate MLP (simcse.auto_head)
+    missing = sorted(k for k in info.get("missing_keys") or () if not (_is_head(k) or k.startswith(heads)))
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise ModelLoadError(

@@ -47,7 +47,9 @@ def load_pretrained(model_class: Any, model_name_or_path: str | os.PathLike, **k
     kwargs.setdefault("ignore_mismatched_sizes", True)
     with translate_load_errors(str(model_name_or_path), cache_dir=kwargs.get("cache_dir")):
         model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
-    check_loading_info(info, model_name_or_path)  # encoder parameters missing or of the wrong shape
+    # encoder parameters missing or of the wrong shape (a generic head's MLM head modules are heads too)
+    heads = getattr(model, "_mlm_head_prefix", ())
+    check_loading_info(info, model_name_or_path, head_prefixes=(heads,) if isinstance(heads, str) else tuple(heads))
     model.simcse_loading_info = info
     return model, info
 
@@ -63,9 +65,54 @@ def load_encoder(
     with translate_load_errors(str(model_name_or_path), part="tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(str(model_name_or_path))
     model, _ = load_pretrained(AutoModel, model_name_or_path, **kwargs)
+    attach_separate_mlp(model, model_name_or_path)
     model.to(device or default_device())
     model.eval()
     return model, tokenizer
+
+
+def _separate_mlp_file(model_name_or_path: str | os.PathLike, config: Any) -> Path | None:
+    """The exported MLP file of an encoder without a pooling layer (simcse.export), or None."""
+    from simcse.poolers import SEPARATE_MLP_FILE
+
+    name = getattr(config, "simcse_mlp", None) or SEPARATE_MLP_FILE
+    folder = Path(model_name_or_path)
+    if folder.is_dir():
+        return folder / name if (folder / name).is_file() else None
+    try:
+        from transformers.utils import cached_file
+
+        found = cached_file(str(model_name_or_path), name, _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return None
+    return Path(found) if found else None
+
+
+def restore_separate_mlp(mlp: torch.nn.Module, model_name_or_path: str | os.PathLike, config: Any) -> bool:
+    """Load an exported folder's ``simcse_mlp.safetensors`` into ``mlp`` (a ``SimCSEMLP``); False if absent."""
+    file = _separate_mlp_file(model_name_or_path, config)
+    if file is None:
+        return False
+    from safetensors.torch import load_file
+
+    state = load_file(str(file))  # {"dense.weight": (H, H), "dense.bias": (H,)}
+    mlp.load_state_dict({k: v.to(mlp.dense.weight.dtype) for k, v in state.items()})
+    return True
+
+
+def attach_separate_mlp(model: Any, model_name_or_path: str | os.PathLike) -> bool:
+    """For a plain ``AutoModel`` without a pooling layer whose folder holds the trained SimCSE MLP: register
+    it as ``model.simcse_mlp``, so the ``cls`` pooler (simcse.poolers.embed_with_hf_encoder) gives the
+    training-time vectors. Returns whether an MLP was attached."""
+    if getattr(model, "pooler", None) is not None or getattr(model.config, "pooler_type", None) is None:
+        return False
+    from simcse.poolers import SimCSEMLP
+
+    mlp = SimCSEMLP(model.config.hidden_size).to(dtype=next(model.parameters()).dtype)
+    if not restore_separate_mlp(mlp, model_name_or_path, model.config):
+        return False
+    model.add_module("simcse_mlp", mlp)
+    return True
 
 
 def default_device() -> str:
@@ -81,7 +128,15 @@ def pooler_untrained(model: Any) -> bool:
 
 def untrained_pooler_problem(model: Any, pooler: str) -> str | None:
     """The one message for the ``cls`` pooler over a checkpoint without trained pooler weights, or None."""
-    if pooler != "cls" or not pooler_untrained(model):
+    if pooler != "cls":
+        return None
+    if getattr(model, "pooler", None) is None and getattr(model, "simcse_mlp", None) is None:
+        return (
+            f"pooler 'cls' needs the trained SimCSE MLP, but this {model.config.model_type} checkpoint has no pooling "
+            "layer and no simcse_mlp.safetensors; export the trained run (simcse_to_huggingface.py) or use the "
+            "cls_before_pooler / avg pooler"
+        )
+    if not pooler_untrained(model):
         return None
     return (
         "pooler 'cls' reads the HF pooler layer, but this checkpoint has no trained pooler weights (randomly "
@@ -93,6 +148,8 @@ def untrained_pooler_problem(model: Any, pooler: str) -> str | None:
 __all__ = [
     "SINGLE_WEIGHT_FILES",
     "WEIGHT_FILES",
+    "attach_separate_mlp",
+    "restore_separate_mlp",
     "check_model_weights",
     "default_device",
     "load_encoder",

@@ -1,4 +1,5 @@
-"""SimCSE training heads for BERT and RoBERTa encoders (docs/FAITHFULNESS.md, "Model head and inputs").
+"""SimCSE training heads for BERT and RoBERTa encoders (docs/FAITHFULNESS.md, "Model head and inputs"), and the
+dispatch to the generic head of the other supported types (simcse.auto_head; README "Supported encoders").
 
 Design choices that differ from the original code, and why:
 
@@ -40,9 +41,17 @@ from simcse.checkpoints import (
 )
 from simcse.cls_shortcut import CLS_POOLERS, cls_embedding, supports_cls_shortcut
 from simcse.distributed import gather_with_local_grad
+from simcse.families import SUPPORTED_MODEL_TYPES as FAMILY_TYPES
+from simcse.families import UnsupportedFamilyError, unsupported_message
 from simcse.length_buckets import effective_length_buckets, encode_in_buckets
 from simcse.load_errors import ModelLoadError, translate_load_errors
-from simcse.loading import SINGLE_WEIGHT_FILES, WEIGHT_FILES, check_model_weights, load_pretrained
+from simcse.loading import (
+    SINGLE_WEIGHT_FILES,
+    WEIGHT_FILES,
+    check_model_weights,
+    load_pretrained,
+    restore_separate_mlp,
+)
 from simcse.losses import contrastive_loss
 from simcse.poolers import check_pooler_type, needs_hidden_states, pool
 from simcse.settings import DEFAULTS as SETTINGS_DEFAULTS
@@ -55,7 +64,7 @@ __all__ = [  # the weight-file names and check live in simcse.loading; re-export
     "UnsupportedModelError", "load_cl_model", "model_class_for",
 ]
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+SUPPORTED_MODEL_TYPES = FAMILY_TYPES  # bert and roberta here; the others through simcse.auto_head
 
 
 class UnsupportedModelError(ModelLoadError):
@@ -280,18 +289,25 @@ class _SimCSEMixin:
 
         if self.config.do_mlm and mlm_input_ids is not None:
             # The MLM objective needs its own pass over the masked ids (dropout active again).
-            mlm_out = self.encoder(
-                input_ids=flat(mlm_input_ids),
-                attention_mask=flat(attention_mask),
-                token_type_ids=flat(token_type_ids),
-                return_dict=True,
-            )
-            mlm_loss = self._mlm_loss(mlm_out.last_hidden_state, flat(mlm_labels))
+            mlm_loss = self._mlm_objective(flat(mlm_input_ids), flat(attention_mask), flat(token_type_ids),
+                                           flat(mlm_labels))
             loss = loss + self.config.mlm_weight * mlm_loss
 
         if not return_dict:
             return (loss, logits)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+    def _mlm_objective(self, mlm_input_ids, attention_mask, token_type_ids, mlm_labels) -> torch.Tensor:
+        """The masked-LM loss of one encoder pass over the masked ids; inputs (n, L)."""
+        mlm_out = self.encoder(
+            input_ids=mlm_input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
+        )
+        return self._mlm_loss(mlm_out.last_hidden_state, mlm_labels)
+
+    @property
+    def mlm_decoder(self) -> nn.Linear:
+        """The vocabulary projection of the MLM head (untied from the input embeddings)."""
+        return self.mlm_head.decoder
 
     def _mlm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the masked tokens, mean over labels != -100
@@ -360,14 +376,16 @@ MODEL_CLASSES: dict[str, type] = {"bert": BertForCL, "roberta": RobertaForCL}
 
 
 def model_class_for(config: PretrainedConfig, source: str = "") -> type:
-    """Pick the SimCSE class from ``config.model_type``; a clear error for anything else."""
+    """Pick the SimCSE class from ``config.model_type`` (BERT/RoBERTa: their own heads; the other types of
+    simcse.families: the generic head of simcse.auto_head); one clear line for decoders and unknown types."""
     model_type = getattr(config, "model_type", None)
-    if model_type not in MODEL_CLASSES:
-        where = f"{source}: " if source else ""
-        raise UnsupportedModelError(
-            f"{where}model type {model_type!r} is not supported; SimCSE heads exist for {', '.join(MODEL_CLASSES)}"
-        )
-    return MODEL_CLASSES[model_type]
+    if model_type in MODEL_CLASSES:
+        return MODEL_CLASSES[model_type]
+    if model_type not in FAMILY_TYPES or getattr(config, "is_decoder", False):
+        raise UnsupportedModelError(unsupported_message(model_type, source))
+    from simcse.auto_head import head_class
+
+    return head_class(model_type)
 
 
 def load_cl_model(
@@ -412,8 +430,17 @@ def load_cl_model(
         with translate_load_errors(model_name_or_path):
             state = read_original_checkpoint(model_name_or_path, kwargs)
         kwargs["state_dict"] = original_to_our_keys(state, cls.base_model_prefix, cls._mlm_head_prefix)
+    if config.do_mlm and cls not in MODEL_CLASSES.values():
+        try:
+            cls.family.mlm_class()  # a type without a masked-LM head: one clear line before any work
+        except UnsupportedFamilyError as err:
+            raise UnsupportedModelError(f"{model_name_or_path}: {err}") from None
     model, info = load_pretrained(cls, model_name_or_path, config=config, runtime=runtime, **kwargs)
     missing = set(info.get("missing_keys", []))
+    if getattr(model, "mlp", None) is not None and "mlp.dense.weight" in missing:
+        if restore_separate_mlp(model.mlp, model_name_or_path, config):  # an exported folder's trained MLP
+            missing -= {"mlp.dense.weight", "mlp.dense.bias"}
+            info["missing_keys"] = [k for k in info.get("missing_keys", []) if not k.startswith("mlp.")]
     mlp, mlp_text = start_mlp(model, source, missing)
     mlm, mlm_text = start_mlm_head(model, source, missing, mlm_head_from_checkpoint)
     if mlm != "none":

@@ -90,9 +90,40 @@ def pool(
 
 _SHORTCUT_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 
+SEPARATE_MLP_FILE = "simcse_mlp.safetensors"  # the trained MLP of an encoder without a pooling layer
+
+
+class SimCSEMLP(torch.nn.Module):
+    """The SimCSE MLP (dense H->H + tanh over the first token) for encoders without a BERT-style pooling
+    layer (DistilBERT, ELECTRA, DeBERTa, ModernBERT): the same function as BERT's pooler, kept as a module
+    of its own (``mlp.dense`` in a trained head, ``simcse_mlp.safetensors`` in an exported folder)."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.dense = torch.nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, first_token: torch.Tensor) -> torch.Tensor:  # (n, H) -> (n, H)
+        return torch.tanh(self.dense(first_token))
+
+
+def _accepted_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``batch`` without ``token_type_ids`` when the encoder's forward takes none (DistilBERT, MPNet,
+    ModernBERT): a tokenizer may still produce them."""
+    if "token_type_ids" not in batch:
+        return batch
+    import inspect
+
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        return batch
+    return {k: v for k, v in batch.items() if k != "token_type_ids"}
+
 
 def embed_with_hf_encoder(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], pooler_type: str, cls_only_last_layer: bool = False
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    pooler_type: str,
+    cls_only_last_layer: bool = False,
+    mlp: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """Sentence embeddings from a plain HF ``BertModel``/``RobertaModel``
     (docs/FAITHFULNESS.md, "Poolers", right column).
@@ -103,8 +134,15 @@ def embed_with_hf_encoder(
     run for [CLS] only (simcse.cls_shortcut: the same vectors up to float rounding, ~1/n_layers less
     work). Off in this low-level function unless asked; the encode path (simcse.encode) passes
     ``RuntimeOptions.cls_only_last_layer`` (on by default).
+    ``mlp``: the SimCSE MLP of an encoder without a pooling layer (:class:`SimCSEMLP`); default: the
+    model's ``simcse_mlp`` attribute (set by simcse.loading and by the SimCSE head), else ``pooler_output``.
     """
     check_pooler_type(pooler_type)
+    mlp = mlp if mlp is not None else getattr(model, "simcse_mlp", None)
+    batch = _accepted_inputs(model, batch)
+    if mlp is not None and pooler_type == "cls":
+        first = embed_with_hf_encoder(model, batch, "cls_before_pooler", cls_only_last_layer)  # (n, H)
+        return mlp(first)
     if (
         cls_only_last_layer
         and pooler_type in CLS_POOLERS

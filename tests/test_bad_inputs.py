@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer, DistilBertConfig
+from transformers import AutoTokenizer, GPT2Config
 
 import evaluation
 import train
@@ -155,12 +155,13 @@ def test_model_folder_without_weights(no_weights_dir, good_txt, tmp_path):
 
 
 def test_unsupported_model_type(tiny_bert_dir, good_txt, tmp_path):
-    folder = tmp_path / "distilbert"
-    DistilBertConfig(vocab_size=64, dim=32, n_layers=1, n_heads=2, hidden_dim=37).save_pretrained(folder)
+    folder = tmp_path / "gpt2"  # a decoder (DistilBERT, this test's model before issue 13, is supported now)
+    GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2).save_pretrained(folder)
     with pytest.raises(UnsupportedModelError) as info:
         train.main(train_args(folder, good_txt, tmp_path / "out"))
     assert str(info.value) == (
-        f"{folder}: model type 'distilbert' is not supported; SimCSE heads exist for bert, roberta"
+        f"{folder}: model type 'gpt2' is a decoder (causal LM), not a bidirectional encoder; SimCSE heads exist for "
+        "bert, roberta, xlm-roberta, camembert, distilbert, albert, electra, deberta-v2, mpnet, modernbert"
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import DistilBertConfig, DistilBertModel, TrainerCallback
+from transformers import GPT2Config, GPT2Model, TrainerCallback
 
 import evaluation
 import simcse_to_huggingface
@@ -113,7 +113,8 @@ def expected_messages(models: dict[str, Path]) -> dict[str, str]:
         "(32, 32) for config.json; the weights do not belong to this config (copy the matching config.json, or "
         "the model again)",
         "unknown_type": f"{m['unknown_type']}: model type 'foo' is not known to transformers "
-        f"{__import__('transformers').__version__}; SimCSE supports bert and roberta encoders",
+        f"{__import__('transformers').__version__}; SimCSE supports bert, roberta, xlm-roberta, camembert, "
+        "distilbert, albert, electra, deberta-v2, mpnet, modernbert",
     }
 
 
@@ -213,14 +214,13 @@ def test_hub_unreachable_while_online_is_translated(monkeypatch, tmp_path):
 
 
 def test_train_unsupported_model_type(good_txt, tmp_path):
-    folder = tmp_path / "distilbert"
-    DistilBertModel(DistilBertConfig(vocab_size=64, dim=32, n_layers=1, n_heads=2, hidden_dim=37)).save_pretrained(
-        folder
-    )
+    folder = tmp_path / "gpt2"  # a decoder (DistilBERT, this test's model before issue 13, is supported now)
+    GPT2Model(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(folder)
     with pytest.raises(ModelLoadError) as info:
         train.main(train_args(folder, good_txt, tmp_path / "out"))
     assert str(info.value) == (
-        f"{folder}: model type 'distilbert' is not supported; SimCSE heads exist for bert, roberta"
+        f"{folder}: model type 'gpt2' is a decoder (causal LM), not a bidirectional encoder; SimCSE heads exist for "
+        "bert, roberta, xlm-roberta, camembert, distilbert, albert, electra, deberta-v2, mpnet, modernbert"
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, DistilBertConfig
+from transformers import AutoConfig, AutoModel, GPT2Config
 
 from simcse.length_buckets import CPU_LENGTH_BUCKETS, DEFAULT_LENGTH_BUCKETS, effective_length_buckets
 from simcse.losses import contrastive_loss
@@ -76,8 +76,9 @@ def test_dispatch_on_model_type(tiny_model_dirs, model_type):
 
 
 def test_unsupported_model_type_is_refused():
-    with pytest.raises(UnsupportedModelError, match="model type 'distilbert' is not supported"):
-        model_class_for(DistilBertConfig(), "some/dir")
+    # DistilBERT has a head since issue 13 (tests/test_any_encoder.py); a decoder is still refused.
+    with pytest.raises(UnsupportedModelError, match="model type 'gpt2' is a decoder"):
+        model_class_for(GPT2Config(), "some/dir")
 
 
 def test_mlp_is_freshly_initialised_not_the_pretrained_pooler(tiny_bert_dir):
