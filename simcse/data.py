@@ -233,6 +233,27 @@ def check_training_file(path: str | Path) -> None:
         raise DataFormatError(path, 0, f"cannot be read ({err.strerror or err})") from None
 
 
+def column_chunks(
+    records: Iterator[tuple[int, tuple[str, ...]]] | TrainingFileReader, size: int | None = None
+) -> Iterator[list[list[str]]]:
+    """The ``(line, sentences)`` records regrouped as columns: lists of ``size`` examples (the last may be shorter).
+
+    ``size=None`` yields everything as one chunk. Column-major because the tokenizer is called once per column;
+    both :func:`read_training_file` (one chunk) and :mod:`simcse.data_cache` (bounded chunks) group this way.
+    """
+    cols: list[list[str]] = []
+    for _, record in records:
+        if not cols:
+            cols = [[] for _ in record]
+        for col, sentence in zip(cols, record):
+            col.append(sentence)
+        if size is not None and len(cols[0]) >= size:
+            yield cols
+            cols = [[] for _ in cols]
+    if cols and cols[0]:
+        yield cols
+
+
 def read_training_file(path: str | Path, delimiter: str | None = None) -> TrainingTexts:
     """Read a ``.txt`` (one sentence per line) or ``.csv``/``.tsv`` (header + 1, 2 or 3 columns) training file.
 
@@ -241,12 +262,7 @@ def read_training_file(path: str | Path, delimiter: str | None = None) -> Traini
     the same examples into an on-disk training set instead.
     """
     reader = TrainingFileReader(path, delimiter)
-    cols: list[list[str]] = []
-    for _, record in reader:
-        if not cols:
-            cols = [[] for _ in record]
-        for col, sentence in zip(cols, record):
-            col.append(sentence)
+    cols = next(column_chunks(reader), [])  # the whole file as one chunk; [] for a file with no examples
     if len(cols) == 1:
         cols.append(list(cols[0]))  # unsupervised: each sentence is its own positive
     if reader.blank_lines_skipped:

@@ -25,6 +25,7 @@ The file name, size and mtime are not in the key: an edited file always gets a n
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import datasets
@@ -54,7 +55,7 @@ from simcse.cache_wait import (
     wait_for_launch_build,
     write_json,
 )
-from simcse.data import COLUMN_NAMES, DataFormatError, TrainingDataSummary, TrainingFileReader
+from simcse.data import COLUMN_NAMES, DataFormatError, TrainingDataSummary, TrainingFileReader, column_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -172,20 +173,6 @@ def _features_for(batch: pa.RecordBatch) -> datasets.Features:
     )
 
 
-def _chunks(reader: TrainingFileReader, size: int) -> Iterator[list[list[str]]]:
-    cols: list[list[str]] = []
-    for _, record in reader:
-        if not cols:
-            cols = [[] for _ in record]
-        for col, sentence in zip(cols, record):
-            col.append(sentence)
-        if len(cols[0]) >= size:
-            yield cols
-            cols = [[] for _ in cols]
-    if cols and cols[0]:
-        yield cols
-
-
 _WORKER: dict = {}
 
 
@@ -199,6 +186,79 @@ def _worker_tokenize(columns: list[list[str]]) -> pa.RecordBatch:
 
 # --------------------------------------------------------------------------------------------------------------
 # building
+
+
+class _BuildProgress:
+    """Rows written so far: rewrites ``progress_file`` after every chunk (what waiting processes watch) and logs
+    the rate and the share of the file read every 10 s."""
+
+    def __init__(self, reader: TrainingFileReader, total_bytes: int, progress_file: Path | None) -> None:
+        self.reader, self.total_bytes, self.progress_file = reader, max(total_bytes, 1), progress_file
+        self.start = self.last_log = time.perf_counter()
+        self.rows = 0
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+        if self.progress_file is not None:
+            state = {"pid": os.getpid(), "host": socket.gethostname(), "rows": self.rows}
+            self.progress_file.write_text(json.dumps(state))
+        now = time.perf_counter()
+        if now - self.last_log >= 10:
+            rate = self.rows / (now - self.start)
+            share = 100 * self.reader.bytes_read / self.total_bytes
+            logger.info("tokenised %d examples (%.0f/s, %.0f%% of the file)", self.rows, rate, share)
+            self.last_log = now
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _tokenizer_pool(num_proc: int | None, tokenizer: PreTrainedTokenizerBase, max_seq_length: int, padding):
+    """A worker pool holding the tokenizer, or None when tokenising in this process (``num_proc`` <= 1)."""
+    if not (num_proc and num_proc > 1):
+        return None
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    return multiprocessing.get_context(method).Pool(num_proc, _worker_init, (tokenizer, max_seq_length, padding))
+
+
+def _tokenized_batches(
+    chunks: Iterator[list[list[str]]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int,
+    padding: str | bool,
+    pool,
+    num_proc: int | None,
+) -> Iterator[pa.RecordBatch]:
+    """The chunks tokenised, in file order: here, or by ``pool`` with fewer than ``2 * num_proc`` in flight."""
+    if pool is None:
+        for cols in chunks:
+            yield tokenize_chunk(cols, tokenizer, max_seq_length, padding)
+        return
+    pending: collections.deque = collections.deque()
+    for cols in chunks:
+        pending.append(pool.apply_async(_worker_tokenize, (cols,)))
+        while len(pending) >= 2 * num_proc:  # bounded: the reader never runs far ahead of the workers
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def _write_arrow_stream(batches: Iterator[pa.RecordBatch], data_path: Path, progress: _BuildProgress) -> None:
+    """One Arrow stream; its schema (the first batch's) carries datasets' Features for ``Dataset.from_file``."""
+    writer: pa.RecordBatchStreamWriter | None = None
+    schema: pa.Schema | None = None
+    sink = pa.OSFile(str(data_path), "wb")
+    try:
+        for batch in batches:
+            if writer is None:
+                schema = _features_for(batch).arrow_schema
+                writer = pa.ipc.new_stream(sink, schema)
+            writer.write_batch(batch if batch.schema.equals(schema) else batch.cast(schema))
+            progress.add(batch.num_rows)
+    finally:
+        if writer is not None:
+            writer.close()
+        sink.close()
 
 
 def build_cache(
@@ -215,62 +275,26 @@ def build_cache(
     """Stream ``path`` into ``target`` (a fresh folder: data, meta, then the READY marker); returns the meta."""
     padding = "max_length" if pad_to_max_length else False
     reader = TrainingFileReader(path)
-    total = max(os.path.getsize(path), 1)
     data_path = target / DATA_FILE
-    writer: pa.RecordBatchStreamWriter | None = None
-    schema: pa.Schema | None = None
-    sink = pa.OSFile(str(data_path), "wb")
-    pool = None
-    if num_proc and num_proc > 1:
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        pool = multiprocessing.get_context(method).Pool(num_proc, _worker_init, (tokenizer, max_seq_length, padding))
-    pending: collections.deque = collections.deque()
-    start = time.perf_counter()
-    last_log = start
-    written = 0
-
-    def write(batch: pa.RecordBatch) -> None:
-        nonlocal writer, schema, written, last_log
-        if writer is None:
-            schema = _features_for(batch).arrow_schema  # carries datasets' Features for Dataset.from_file
-            writer = pa.ipc.new_stream(sink, schema)
-        writer.write_batch(batch if batch.schema.equals(schema) else batch.cast(schema))
-        written += batch.num_rows
-        if progress_file is not None:
-            progress_file.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "rows": written}))
-        now = time.perf_counter()
-        if now - last_log >= 10:
-            rate = written / (now - start)
-            share = 100 * reader.bytes_read / total
-            logger.info("tokenised %d examples (%.0f/s, %.0f%% of the file)", written, rate, share)
-            last_log = now
-
+    pool = _tokenizer_pool(num_proc, tokenizer, max_seq_length, padding)
+    progress = _BuildProgress(reader, os.path.getsize(path), progress_file)
     try:
-        for cols in _chunks(reader, chunk_examples or CHUNK_EXAMPLES):
-            if pool is None:
-                write(tokenize_chunk(cols, tokenizer, max_seq_length, padding))
-                continue
-            pending.append(pool.apply_async(_worker_tokenize, (cols,)))
-            while len(pending) >= 2 * num_proc:  # bounded: the reader never runs far ahead of the workers
-                write(pending.popleft().get())
-        while pending:
-            write(pending.popleft().get())
+        chunks = column_chunks(reader, chunk_examples or CHUNK_EXAMPLES)
+        batches = _tokenized_batches(chunks, tokenizer, max_seq_length, padding, pool, num_proc)
+        _write_arrow_stream(batches, data_path, progress)
     finally:
         if pool is not None:
             pool.terminate()
-        if writer is not None:
-            writer.close()
-        sink.close()
     if reader.sha256() != key_inputs["file_sha256"]:
         raise TrainingCacheError(f"{path}: the file changed while it was being read; run again")
     with open(data_path, "rb") as fh:
         os.fsync(fh.fileno())
     meta = {
-        "num_examples": written,
+        "num_examples": progress.rows,
         "num_sent": reader.num_sent,
         "blank_lines_skipped": reader.blank_lines_skipped,
         "built_from": str(path),
-        "build_seconds": round(time.perf_counter() - start, 3),
+        "build_seconds": round(progress.seconds(), 3),
         "key_inputs": key_inputs,
     }
     write_json(target / META_FILE, meta)
@@ -312,15 +336,10 @@ def load_cached_training_dataset(
     ``stall_timeout`` seconds (set it below the DDP timeout). ``overwrite`` rebuilds even a complete cache; under
     ``torchrun`` only the local main process (``is_local_main``) rebuilds and the others open its build.
     """
-    root = Path(cache_root).expanduser() if cache_root else default_cache_root()
+    root = _cache_root(cache_root)
     key_inputs = cache_key_inputs(path, tokenizer, max_seq_length, pad_to_max_length)
     key = cache_key(key_inputs)
     final = root / key
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        message = f"{root}: cannot create the training-set cache ({err}); set --data_cache_dir"
-        raise TrainingCacheError(message) from err
     progress_file, lock_path = root / f"{key}.progress", root / f"{key}.lock"
     token = launch_token()
     rebuild = overwrite
@@ -339,35 +358,58 @@ def load_cached_training_dataset(
             logger.info("training set: cached %s (built by another process)", final)
             return _open(final, str(path))
         check_launch_failure(final, token)  # a bad file: every rank reports it, none parses it again
-        for stale in root.glob(f".tmp-{key}-*"):  # left by a killed build: only the lock holder writes them
-            shutil.rmtree(stale, ignore_errors=True)
-        (root / f"{key}.failed").unlink(missing_ok=True)
-        tmp = root / f".tmp-{key}-{os.getpid()}"
-        tmp.mkdir()
         logger.info("training set: building %s from %s (max_seq_length %s)", final, path, max_seq_length)
-        try:
-            meta = build_cache(
-                path, tokenizer, tmp, key_inputs, max_seq_length, pad_to_max_length, num_proc,
-                progress_file=progress_file,
-            )  # fmt: skip
-            if final.exists():  # --overwrite_cache: open mappings of the old files stay valid after the unlink
-                trash = root / f".tmp-{key}-old-{os.getpid()}"
-                os.rename(final, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            os.rename(tmp, final)
-        except BaseException as err:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if token is not None and isinstance(err, Exception):
-                write_json(root / f"{key}.failed", {"launch": token, "error": str(err)})
-            raise
-        finally:
-            progress_file.unlink(missing_ok=True)
+        build = functools.partial(
+            build_cache, path, tokenizer, key_inputs=key_inputs, max_seq_length=max_seq_length,
+            pad_to_max_length=pad_to_max_length, num_proc=num_proc, progress_file=progress_file,
+        )  # fmt: skip
+        meta = _build_in_place(final, token, build)  # build(tmp) fills the temporary folder
         logger.info(
             "training set: %d examples written to %s in %.1f s", meta["num_examples"], final, meta["build_seconds"]
         )
     finally:
         lock.release()
     return _open(final, str(path))
+
+
+def _cache_root(cache_root: str | Path | None) -> Path:
+    root = Path(cache_root).expanduser() if cache_root else default_cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        message = f"{root}: cannot create the training-set cache ({err}); set --data_cache_dir"
+        raise TrainingCacheError(message) from err
+    return root
+
+
+def _build_in_place(final: Path, token: str | None, build: Callable[[Path], dict]) -> dict:
+    """Run ``build`` into a fresh ``.tmp-<key>-<pid>`` folder and rename it to ``final``; the caller holds the lock.
+
+    Any failure removes the temporary folder (nothing half-written is ever used); under torchrun an error is
+    also written to ``<key>.failed`` for the other ranks of the launch. The progress file goes in every case.
+    """
+    root, key = final.parent, final.name
+    progress_file = root / f"{key}.progress"
+    for stale in root.glob(f".tmp-{key}-*"):  # left by a killed build: only the lock holder writes them
+        shutil.rmtree(stale, ignore_errors=True)
+    (root / f"{key}.failed").unlink(missing_ok=True)
+    tmp = root / f".tmp-{key}-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        meta = build(tmp)
+        if final.exists():  # --overwrite_cache: open mappings of the old files stay valid after the unlink
+            trash = root / f".tmp-{key}-old-{os.getpid()}"
+            os.rename(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.rename(tmp, final)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if token is not None and isinstance(err, Exception):
+            write_json(root / f"{key}.failed", {"launch": token, "error": str(err)})
+        raise
+    finally:
+        progress_file.unlink(missing_ok=True)
+    return meta
 
 
 def describe_summary(summary: TrainingDataSummary) -> str:

@@ -262,24 +262,26 @@ def test_nan_loss_is_caught_without_a_sync_per_step(tiny_bert_dir, good_txt, tmp
 # --- evaluation: in-process ---------------------------------------------------------------------------------
 
 
-def test_sts_gold_file_shorter_than_input(tiny_bert_dir, tmp_path, capsys):
-    data = make_sts12(tmp_path / "downstream", {"MSRvid": ["1.0", "2.0", "3.0", "4.0"]})
+def sts_gold_errors(tiny_bert_dir: Path, data: Path, capsys) -> list[str]:
+    """evaluation.main over ``data``: it must exit 2; the ``error:`` lines it printed."""
     with pytest.raises(SystemExit) as info:
         evaluation.main(eval_args(tiny_bert_dir, data))
     assert info.value.code == 2
+    return [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+
+
+def test_sts_gold_file_shorter_than_input(tiny_bert_dir, tmp_path, capsys):
+    data = make_sts12(tmp_path / "downstream", {"MSRvid": ["1.0", "2.0", "3.0", "4.0"]})
     gold = data / "STS" / "STS12-en-test" / "STS.gs.MSRvid.txt"
-    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
-    assert errors == [f"error: {gold}:5: gold file ends early: 4 lines for 6 input pairs in STS.input.MSRvid.txt"]
+    assert sts_gold_errors(tiny_bert_dir, data, capsys) == [
+        f"error: {gold}:5: gold file ends early: 4 lines for 6 input pairs in STS.input.MSRvid.txt"
+    ]
 
 
 def test_sts_non_numeric_gold_score(tiny_bert_dir, tmp_path, capsys):
     data = make_sts12(tmp_path / "downstream", {"SMTeuroparl": ["1.0", "2.0", "three", "4.0", "5.0", "0.0"]})
-    with pytest.raises(SystemExit) as info:
-        evaluation.main(eval_args(tiny_bert_dir, data))
-    assert info.value.code == 2
     gold = data / "STS" / "STS12-en-test" / "STS.gs.SMTeuroparl.txt"
-    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
-    assert errors == [f"error: {gold}:3: gold score is not a number: 'three'"]
+    assert sts_gold_errors(tiny_bert_dir, data, capsys) == [f"error: {gold}:3: gold score is not a number: 'three'"]
 
 
 def test_sts_good_data_evaluates(tiny_bert_dir, tmp_path, capsys):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ from transformers import BertForPreTraining, BertModel, RobertaForMaskedLM, Robe
 import train
 from simcse.models import load_cl_model
 from tests.conftest import make_config, make_tokenizer
+from tests.train_runs import short_train_args, write_corpus
 
 LR = 1e-3
 HEAD_PREFIX = {"bert": "cls.predictions.", "roberta": "lm_head."}
@@ -126,21 +128,14 @@ def assert_loaded_exactly(model: torch.nn.Module, expected: dict[str, torch.Tens
 
 @pytest.fixture(scope="module")
 def train_txt(tmp_path_factory) -> Path:
-    words = "man woman dog cat plays eats runs guitar food park fast slow red blue the a".split()
-    lines = [" ".join(words[(i * k) % len(words)] for k in range(1, 4 + i % 5)) + f" {i}" for i in range(16)]
-    path = tmp_path_factory.mktemp("formats_data") / "train.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_corpus(tmp_path_factory.mktemp("formats_data"), 16, first=4, spread=5)
 
 
 def train_args(model_dir: Path, train_file: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--model_name_or_path", str(model_dir), "--train_file", str(train_file), "--output_dir", str(out),
-        "--per_device_train_batch_size", "8", "--max_steps", "1", "--learning_rate", str(LR),
-        "--max_seq_length", "16", "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "1",
-        "--use_cpu", "--seed", "3", "--report_to", "none", "--disable_tqdm", "true", "--plot_training", "false",
-        "--dataloader_num_workers", "0", "--do_train", "--pooler_type", "cls", *extra,
-    ]  # fmt: skip
+    return short_train_args(
+        model_dir, train_file, out, "--pooler_type", "cls", *extra, seed=3, max_steps=1, save_steps=1,
+        learning_rate=LR, logging_steps=None,
+    )  # fmt: skip
 
 
 def continue_one_step(monkeypatch, start: Path, train_file: Path, out: Path, *extra: str):
@@ -276,12 +271,26 @@ def test_first_mlm_run_records_how_its_head_started(our_mlm_runs):
 # ------------------------------------------------------------------------- (3) pre-trained (masked-LM) checkpoints
 
 
-def test_bert_masked_lm_head_fresh_by_default(tmp_path, caplog):
-    folder = make_masked_lm_folder(tmp_path / "bert_mlm", "bert")
+class LoadedMaskedLM(NamedTuple):
+    folder: Path
+    saved: dict[str, torch.Tensor]  # the checkpoint's tensors as saved
+    model: torch.nn.Module
+    got: dict[str, torch.Tensor]  # the loaded model's parameters and buffers
+    heads_line: str | None  # the "SimCSE heads ..." log line of the load
+
+
+def load_masked_lm(tmp_path: Path, caplog, model_type: str, **load_kwargs) -> LoadedMaskedLM:
+    """A fresh pre-trained masked-LM folder of ``model_type`` loaded with ``do_mlm`` (and ``load_kwargs``)."""
+    folder = make_masked_lm_folder(tmp_path / f"{model_type}_mlm", model_type)
     saved = load_file(folder / "model.safetensors")
     with caplog.at_level(logging.INFO, logger="simcse.models"):
-        model = load_cl_model(str(folder), simcse_settings={"pooler_type": "cls", "do_mlm": True})
-    got = params_and_buffers(model)
+        model = load_cl_model(str(folder), simcse_settings={"pooler_type": "cls", "do_mlm": True}, **load_kwargs)
+    line = next((r.getMessage() for r in caplog.records if r.getMessage().startswith("SimCSE heads")), None)
+    return LoadedMaskedLM(folder, saved, model, params_and_buffers(model), line)
+
+
+def test_bert_masked_lm_head_fresh_by_default(tmp_path, caplog):
+    folder, saved, model, got, line = load_masked_lm(tmp_path, caplog, "bert")
     # the encoder is the checkpoint's
     encoder = {k: t for k, t in saved.items() if k.startswith("bert.") and not k.startswith("bert.pooler.")}
     assert encoder and all(torch.equal(got[k], t) for k, t in encoder.items())
@@ -294,7 +303,6 @@ def test_bert_masked_lm_head_fresh_by_default(tmp_path, caplog):
     assert torch.equal(head["cls.predictions.transform.LayerNorm.weight"], torch.ones(32))
     assert head["cls.predictions.transform.dense.weight"].std().item() == pytest.approx(0.02, rel=0.2)
     assert torch.equal(head["cls.predictions.decoder.weight"], got["bert.embeddings.word_embeddings.weight"])
-    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("SimCSE heads"))
     assert line == (
         f"SimCSE heads of {folder} (pre-trained checkpoint): MLP freshly initialised (a pre-trained pooler is not "
         "the SimCSE MLP); MLM head freshly initialised (the checkpoint's pre-trained cls.predictions.* not used; "
@@ -304,20 +312,13 @@ def test_bert_masked_lm_head_fresh_by_default(tmp_path, caplog):
 
 
 def test_bert_masked_lm_head_from_checkpoint_with_the_flag(tmp_path, caplog):
-    folder = make_masked_lm_folder(tmp_path / "bert_mlm", "bert")
-    saved = load_file(folder / "model.safetensors")
-    with caplog.at_level(logging.INFO, logger="simcse.models"):
-        model = load_cl_model(
-            str(folder), simcse_settings={"pooler_type": "cls", "do_mlm": True}, mlm_head_from_checkpoint=True
-        )
-    got = params_and_buffers(model)
+    _, saved, model, got, line = load_masked_lm(tmp_path, caplog, "bert", mlm_head_from_checkpoint=True)
     head = {k: t for k, t in saved.items() if k.startswith("cls.predictions.")}
     assert "cls.predictions.bias" in head and "cls.predictions.transform.dense.weight" in head
     assert all(torch.equal(got[k], t) for k, t in head.items())
     # today's transformers saves the tied decoder only as the input embeddings
     assert torch.equal(got["cls.predictions.decoder.weight"], saved["bert.embeddings.word_embeddings.weight"])
-    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("SimCSE heads"))
-    assert line.endswith(
+    assert line is not None and line.endswith(
         "MLM head loaded from the checkpoint (cls.predictions.*, --mlm_head_from_checkpoint), "
         "decoder a copy of the input embeddings"
     )
@@ -325,11 +326,7 @@ def test_bert_masked_lm_head_from_checkpoint_with_the_flag(tmp_path, caplog):
 
 
 def test_roberta_masked_lm_head_loaded_as_the_original(tmp_path, caplog):
-    folder = make_masked_lm_folder(tmp_path / "roberta_mlm", "roberta")
-    saved = load_file(folder / "model.safetensors")
-    with caplog.at_level(logging.INFO, logger="simcse.models"):
-        model = load_cl_model(str(folder), simcse_settings={"pooler_type": "cls", "do_mlm": True})
-    got = params_and_buffers(model)
+    _, saved, model, got, _ = load_masked_lm(tmp_path, caplog, "roberta")
     head = {k: t for k, t in saved.items() if k.startswith("lm_head.")}
     assert "lm_head.bias" in head and all(torch.equal(got[k], t) for k, t in head.items())
     assert model.simcse_heads == {"checkpoint_format": "pretrained", "mlp": "fresh", "mlm_head": "checkpoint"}

@@ -170,28 +170,22 @@ def test_empty_files(tmp_path):
     assert_error_at(blank, 0, "no examples")
 
 
-def test_header_only_csv(tmp_path):
-    path = write(tmp_path, "h.csv", "sent0,sent1,hard_neg\n")
-    assert_error_at(path, 0, "no examples")
-
-
-def test_ragged_row_reports_its_physical_line(tmp_path):
+# Malformed CSV files: (file name, content, the line the error names, the problem it states).
+MALFORMED_CSV = {
+    "header_only": ("h.csv", "sent0,sent1,hard_neg\n", 0, "no examples"),
     # line 1 header, 2 ok, 3-4 one quoted row spanning two lines, 5 blank, 6 has two fields instead of three
-    content = 'a,b,c\nx,y,z\n"p\nq",r,s\n\nshort,row\nu,v,w\n'
-    path = write(tmp_path, "r.csv", content)
-    assert_error_at(path, 6, "2 fields, header has 3")
-    too_many = write(tmp_path, "r2.csv", "a,b\nx,y\nx,y,z\n")
-    assert_error_at(too_many, 3, "3 fields, header has 2")
+    "ragged_row_at_its_physical_line": (
+        "r.csv", 'a,b,c\nx,y,z\n"p\nq",r,s\n\nshort,row\nu,v,w\n', 6, "2 fields, header has 3"
+    ),
+    "too_many_fields": ("r2.csv", "a,b\nx,y\nx,y,z\n", 3, "3 fields, header has 2"),
+    "four_columns": ("four.csv", "a,b,c,d\n1,2,3,4\n", 1, "4 columns"),
+    "unterminated_quote": ("uq.csv", 'a,b\nx,y\nz,"never closed\nmore\n', 3, "CSV syntax error"),
+}
 
 
-def test_four_columns(tmp_path):
-    path = write(tmp_path, "four.csv", "a,b,c,d\n1,2,3,4\n")
-    assert_error_at(path, 1, "4 columns")
-
-
-def test_unterminated_quote_is_an_error(tmp_path):
-    path = write(tmp_path, "uq.csv", 'a,b\nx,y\nz,"never closed\nmore\n')
-    assert_error_at(path, 3, "CSV syntax error")
+@pytest.mark.parametrize("name, content, line, problem", list(MALFORMED_CSV.values()), ids=list(MALFORMED_CSV))
+def test_malformed_csv_error_names_its_line(tmp_path, name, content, line, problem):
+    assert_error_at(write(tmp_path, name, content), line, problem)
 
 
 @pytest.mark.parametrize("name", ["bad.txt", "bad.csv"])

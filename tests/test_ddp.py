@@ -117,11 +117,17 @@ def test_gathered_loss_and_gradients_equal_single_process_full_batch(ddp_results
     assert_matches_single_process_full_batch(ddp_results, str(tiny_bert_dir), num_sent)
 
 
-def test_gather_orders_by_rank_and_keeps_only_local_gradient(ddp_results):
-    for rank, result in enumerate(ddp_results):
+def assert_gather_by_rank_with_local_gradient(results: list[dict]) -> None:
+    """Rank r contributed the row r + 1: every rank sees both rows in rank order; its gradient (of a sum weighted
+    1..6) reaches only its own row."""
+    for rank, result in enumerate(results):
         assert torch.equal(result["gather"]["values"], torch.tensor([[1.0] * 3, [2.0] * 3]))
         expected = torch.arange(1.0, 7.0).view(2, 3)[rank : rank + 1]
         assert torch.equal(result["gather"]["grad"], expected)
+
+
+def test_gather_orders_by_rank_and_keeps_only_local_gradient(ddp_results):
+    assert_gather_by_rank_with_local_gradient(ddp_results)
 
 
 def test_gather_is_a_no_op_without_a_process_group():

@@ -17,12 +17,12 @@ that adds one callback, so the parent acts at a known step instead of guessing w
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,14 +32,11 @@ from safetensors.torch import load_file
 
 import train
 from simcse.run_state import COMPLETE_MARKER, RUN_COMPLETE_MARKER
+from tests.train_runs import logged_losses, short_train_args, start_train_with_callback, write_corpus
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-WRAPPER = """
-import os, resource, signal, sys, time
-sys.path.insert(0, os.environ["SIMCSE_REPO"])
-from transformers import TrainerCallback
-import train
+# The test callback the child's trainer runs (tests/train_runs.py adds it to train.cli()).
+PROBE = """
+import resource, signal, time
 
 MODE, STEP = os.environ["SIMCSE_TEST_MODE"], int(os.environ["SIMCSE_TEST_STEP"])
 
@@ -60,17 +57,6 @@ class Probe(TrainerCallback):
         if MODE == "disk_full" and state.global_step == STEP:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-
-
-class ProbedTrainer(train.CLTrainer):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.add_callback(Probe())
-
-
-train.CLTrainer = ProbedTrainer
-sys.argv[0] = "train.py"
-train.cli()
 """
 
 MAX_STEPS, SAVE_STEPS = 12, 4
@@ -79,26 +65,10 @@ MAX_STEPS, SAVE_STEPS = 12, 4
 @pytest.fixture(scope="module")
 def train_txt(tmp_path_factory) -> Path:
     """48 distinct sentences: batch 8 gives 6 steps per epoch, so a stop at step 7 is mid-epoch."""
-    words = "man woman dog cat plays eats runs guitar food park fast slow red blue the a".split()
-    lines = [" ".join(words[(i * k) % len(words)] for k in range(1, 3 + i % 6)) + f" {i}" for i in range(48)]
-    path = tmp_path_factory.mktemp("interrupt_data") / "train.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_corpus(tmp_path_factory.mktemp("interrupt_data"), 48, first=3, spread=6)
 
 
-def train_args(model_dir: Path, train_file: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--model_name_or_path", str(model_dir), "--train_file", str(train_file), "--output_dir", str(out),
-        "--per_device_train_batch_size", "8", "--max_steps", str(MAX_STEPS), "--learning_rate", "1e-3",
-        "--max_seq_length", "16", "--eval_strategy", "no", "--save_strategy", "steps",
-        "--save_steps", str(SAVE_STEPS), "--logging_steps", "1", "--use_cpu", "--seed", "7", "--report_to", "none",
-        "--disable_tqdm", "true", "--plot_training", "false", "--dataloader_num_workers", "0", "--do_train", *extra,
-    ]  # fmt: skip
-
-
-def losses(folder: Path) -> dict[int, float]:
-    state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-    return {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
+train_args = functools.partial(short_train_args, seed=7, max_steps=MAX_STEPS, save_steps=SAVE_STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +79,8 @@ def uninterrupted(tiny_bert_dir, train_txt, tmp_path_factory) -> Path:
 
 
 def start(mode: str, step: int, args: list[str], tmp: Path, **popen) -> subprocess.Popen:
-    wrapper = tmp / "probed_train.py"
-    wrapper.write_text(WRAPPER, encoding="utf-8")
-    env = dict(os.environ, SIMCSE_REPO=str(REPO_ROOT), SIMCSE_TEST_MODE=mode, SIMCSE_TEST_STEP=str(step))
-    return subprocess.Popen([sys.executable, str(wrapper), *args], env=env, **popen)
+    env = {"SIMCSE_TEST_MODE": mode, "SIMCSE_TEST_STEP": str(step)}
+    return start_train_with_callback(PROBE, "Probe", args, tmp, env, **popen)
 
 
 def wait_for(text: str, log: Path, proc: subprocess.Popen, limit_s: float = 240.0) -> None:
@@ -165,7 +133,7 @@ def test_sigint_saves_stops_and_the_printed_command_resumes_exactly(tiny_bert_di
     assert shlex.split(command)[2:] == [a for a in args if a != "--overwrite_output_dir"]
 
     run_printed(command)
-    resumed, straight = losses(out), losses(uninterrupted)
+    resumed, straight = logged_losses(out), logged_losses(uninterrupted)
     assert sorted(resumed) == sorted(straight) == list(range(1, MAX_STEPS + 1))
     for step in range(1, MAX_STEPS + 1):  # 1-7 before the stop, 8-12 after the resume
         assert resumed[step] == pytest.approx(straight[step], rel=1e-5), step

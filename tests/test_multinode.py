@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT
-from tests.test_ddp import WORLD, _free_port, assert_matches_single_process_full_batch
+from tests.test_ddp import (
+    WORLD,
+    _free_port,
+    assert_gather_by_rank_with_local_gradient,
+    assert_matches_single_process_full_batch,
+)
 
 WORKER = REPO_ROOT / "tests" / "ddp_env_worker.py"
 TIMEOUT_S = 300  # both launchers, start to end (imports on a loaded 2-core machine are slow)
@@ -69,6 +74,4 @@ def test_two_nodes_match_the_single_process_full_batch(two_node_results, tiny_be
 
 
 def test_two_nodes_gather_like_two_processes(two_node_results):
-    for rank, result in enumerate(two_node_results):
-        assert torch.equal(result["gather"]["values"], torch.tensor([[1.0] * 3, [2.0] * 3]))
-        assert torch.equal(result["gather"]["grad"], torch.arange(1.0, 7.0).view(2, 3)[rank : rank + 1])
+    assert_gather_by_rank_with_local_gradient(two_node_results)

@@ -8,11 +8,10 @@ library) that adds a sleeping callback, so the parent can kill it at a known poi
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,16 +23,12 @@ from safetensors.torch import load_file
 import train
 from simcse.run_state import COMPLETE_MARKER, OutputDirError, is_complete_checkpoint
 from tests.numerics import assert_close_scaled
+from tests.train_runs import logged_losses, short_train_args, start_train_with_callback, write_corpus
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-# The wrapper: train.cli() with one extra callback that stalls once a given step has ended, so the checkpoint
-# before it is on disk (with its marker) while the child is still alive and training.
-WRAPPER = """
-import os, sys, time
-sys.path.insert(0, os.environ["SIMCSE_REPO"])
-from transformers import TrainerCallback
-import train
+# The callback the child's trainer runs (tests/train_runs.py adds it to train.cli()): it stalls once a given step
+# has ended, so the checkpoint before it is on disk (with its marker) while the child is still alive and training.
+STALL = """
+import time
 
 STALL_AT = int(os.environ["SIMCSE_TEST_STALL_AT_STEP"])
 
@@ -43,17 +38,6 @@ class Stall(TrainerCallback):
         if state.global_step == STALL_AT:
             print("stalling at step", state.global_step, flush=True)
             time.sleep(600)
-
-
-class StallingTrainer(train.CLTrainer):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.add_callback(Stall())
-
-
-train.CLTrainer = StallingTrainer
-sys.argv[0] = "train.py"
-train.cli()
 """
 
 SAVE_STEPS, MAX_STEPS, STALL_AT = 4, 12, 6
@@ -62,27 +46,11 @@ SAVE_STEPS, MAX_STEPS, STALL_AT = 4, 12, 6
 @pytest.fixture(scope="module")
 def train_txt(tmp_path_factory) -> Path:
     """48 distinct sentences: batch 8 gives 6 steps per epoch, so checkpoint-4 is mid-epoch (batches skipped)."""
-    words = "man woman dog cat plays eats runs guitar food park fast slow red blue the a".split()
-    lines = [" ".join(words[(i * k) % len(words)] for k in range(1, 3 + i % 6)) + f" {i}" for i in range(48)]
-    path = tmp_path_factory.mktemp("resume_data") / "train.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_corpus(tmp_path_factory.mktemp("resume_data"), 48, first=3, spread=6)
 
 
-def train_args(model_dir: Path, train_file: Path, out: Path, *extra: str) -> list[str]:
-    """Short CPU run, dropout on (the tiny config's 0.1), saves at 4/8/12 and no evaluation."""
-    return [
-        "--model_name_or_path", str(model_dir), "--train_file", str(train_file), "--output_dir", str(out),
-        "--per_device_train_batch_size", "8", "--max_steps", str(MAX_STEPS), "--learning_rate", "1e-3",
-        "--max_seq_length", "16", "--eval_strategy", "no", "--save_strategy", "steps",
-        "--save_steps", str(SAVE_STEPS), "--logging_steps", "1", "--use_cpu", "--seed", "11", "--report_to", "none",
-        "--disable_tqdm", "true", "--plot_training", "false", "--dataloader_num_workers", "0", "--do_train", *extra,
-    ]  # fmt: skip
-
-
-def losses(out: Path) -> dict[int, float]:
-    state = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))
-    return {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
+# Short CPU run, dropout on (the tiny config's 0.1), saves at 4/8/12 and no evaluation.
+train_args = functools.partial(short_train_args, seed=11, max_steps=MAX_STEPS, save_steps=SAVE_STEPS)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -98,10 +66,8 @@ def uninterrupted(tiny_bert_dir, train_txt, tmp_path_factory) -> Path:
 
 def start_child(args: list[str], tmp: Path, log) -> subprocess.Popen:
     """``train.cli()`` in a child process that stalls once step STALL_AT has ended."""
-    wrapper = tmp / "stalling_train.py"
-    wrapper.write_text(WRAPPER, encoding="utf-8")
-    env = dict(os.environ, SIMCSE_REPO=str(REPO_ROOT), SIMCSE_TEST_STALL_AT_STEP=str(STALL_AT))
-    return subprocess.Popen([sys.executable, str(wrapper), *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+    env = {"SIMCSE_TEST_STALL_AT_STEP": str(STALL_AT)}
+    return start_train_with_callback(STALL, "Stall", args, tmp, env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def kill_after_marker(proc: subprocess.Popen, marker: Path, log: Path, limit_s: float = 240.0) -> None:
@@ -145,7 +111,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_bert_dir, train_txt, unin
     # the partial folder was removed before resuming, so checkpoint-8 is the resumed run's own
     assert json.loads((partial / "trainer_state.json").read_text(encoding="utf-8"))["global_step"] == 8
 
-    want, got = losses(uninterrupted), losses(out)
+    want, got = logged_losses(uninterrupted), logged_losses(out)
     assert sorted(got) == list(range(1, MAX_STEPS + 1))
     steps = sorted(want)  # steps 5..12 trained after the resume, same dropout masks: the same float32 losses
     assert_close_scaled(np.float32([got[s] for s in steps]), np.float32([want[s] for s in steps]), what="losses")

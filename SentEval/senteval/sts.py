@@ -184,13 +184,21 @@ class SICKRelatednessEval(STSEval):
         return {s: load_scored_table(base / self.files[s], (1, 2, 3), True) for s in wanted_splits(params)}
 
 
-class STSBenchmarkFinetuneEval(STSBenchmarkEval):
-    """Upstream's supervised STS-B: a small regressor on [|u-v|, u*v], early stopping on dev Spearman."""
+class RelatednessFinetune:
+    """Mixin for the supervised relatedness tasks: all three splits are loaded (the regressor needs train and
+    dev whatever ``sts_splits`` says) and scored by :func:`run_relatedness` over the class's ``score_range``."""
 
-    score_range = (0, 5)
+    score_range: tuple[int, int]
+    data: dict[str, Pairs]
 
     def load(self, task_dir: Path, params: dotdict) -> dict[str, Pairs]:
         return super().load(task_dir, dotdict({**params, "sts_splits": SPLITS}))
 
     def run(self, params: dotdict, lookup: Lookup) -> dict:
         return run_relatedness(self.data, lookup, params, self.score_range)
+
+
+class STSBenchmarkFinetuneEval(RelatednessFinetune, STSBenchmarkEval):
+    """Upstream's supervised STS-B: a small regressor on [|u-v|, u*v], early stopping on dev Spearman."""
+
+    score_range = (0, 5)
