@@ -31,6 +31,7 @@ from simcse.arguments import (
 from simcse.cli_errors import debug_enabled, one_line_errors
 from simcse.data import DataFormatError, SimCSECollator, check_training_file
 from simcse.data_cache import TrainingCacheError, load_cached_training_dataset
+from simcse.grad_cache import MLM_REFUSAL
 from simcse.interrupt import (
     SaveFailedError,
     StopOnSignal,
@@ -169,6 +170,8 @@ def check_launch(
         )
     if model_args.model_name_or_path is None:
         raise ArgumentsError("--model_name_or_path is required")
+    if training_args.gradient_cache_batch_size and model_args.do_mlm:
+        raise ArgumentsError(MLM_REFUSAL)
     if training_args.do_train:
         check_training_file(data_args.train_file)
 

@@ -169,6 +169,14 @@ class OurTrainingArguments(TrainingArguments):
     plot_training: bool = field(
         default=True, metadata={"help": "(ours) Save alignment-uniformity and STS-B dev plots in output_dir."}
     )
+    gradient_cache_batch_size: int = field(
+        default=0,
+        metadata={
+            "help": "(ours) Gradient caching: embed each batch in chunks of this many examples without grad, then "
+            "re-encode chunk by chunk with the cached loss gradient (same loss and gradients as the full batch, "
+            "activation memory of one chunk; ~1 extra forward). 0 (default) = off. Not with --do_mlm."
+        },
+    )
     logging_nan_inf_filter: bool = field(
         default=False,
         metadata={
@@ -198,6 +206,8 @@ class OurTrainingArguments(TrainingArguments):
                 # The original kept one checkpoint (the best); transformers then keeps the best and the
                 # latest (needed to resume), instead of one folder per evaluation.
                 self.save_total_limit = 1
+        if self.gradient_cache_batch_size < 0:
+            raise ValueError(f"--gradient_cache_batch_size must be >= 0, got {self.gradient_cache_batch_size}")
         if self.report_to is None:
             self.report_to = "none"
         super().__post_init__()

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
 from simcse.encode import make_embed_fn
+from simcse.grad_cache import cached_contrastive_loss
 from simcse.poolers import eval_pooler_from_config
 from simcse.settings import RuntimeOptions
 
@@ -142,7 +143,11 @@ class CLTrainer(Trainer):
             "reduce-overhead", "max-autotune"
         ):
             torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs: a new iteration starts here
-        outputs = model(**inputs)
+        chunk = getattr(self.args, "gradient_cache_batch_size", 0)
+        if chunk and model.training and torch.is_grad_enabled():
+            outputs = cached_contrastive_loss(model, inputs, chunk)  # backward re-encodes the chunks
+        else:
+            outputs = model(**inputs)
         loss = outputs.loss
         self._note_loss(loss)
         return (loss, outputs) if return_outputs else loss
