@@ -169,6 +169,14 @@ class OurTrainingArguments(TrainingArguments):
     plot_training: bool = field(
         default=True, metadata={"help": "(ours) Save alignment-uniformity and STS-B dev plots in output_dir."}
     )
+    eval_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "(ours) Your own dev set, a .csv/.tsv with sentence1, sentence2, score: each evaluation logs the "
+            "cosine Spearman on it as eval_file_spearman (usable as --metric_for_best_model file_spearman). "
+            "Without SentEval data, it is the only in-training metric."
+        },
+    )
     gradient_cache_batch_size: int = field(
         default=0,
         metadata={

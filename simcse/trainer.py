@@ -18,6 +18,7 @@ import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
 from simcse.encode import make_embed_fn
+from simcse.eval_file import ScoredPairs, cosine_spearman
 from simcse.grad_cache import cached_contrastive_loss
 from simcse.poolers import eval_pooler_from_config
 from simcse.settings import RuntimeOptions
@@ -103,6 +104,9 @@ class CLTrainer(Trainer):
             ``sickr_spearman``, ``avg_sts`` (and transfer dev accuracies).
         extra_metrics_fn: optional ``(embed_fn, data_dir) -> dict`` run at each evaluation on the
             same cached embeddings (alignment and uniformity).
+        eval_pairs: the user's scored pairs (``--eval_file``, :mod:`simcse.eval_file`), logged as
+            ``eval_file_spearman`` on the same cached embeddings. Without ``dev_metrics_fn`` they are the
+            only metric (no SentEval data needed).
     """
 
     # Our loss is a per-batch mean that knows nothing of token counts: transformers must divide it by
@@ -115,9 +119,11 @@ class CLTrainer(Trainer):
         senteval_data_dir: str | None = None,
         dev_metrics_fn: Callable[..., dict[str, float]] | None = None,
         extra_metrics_fn: Callable[..., dict[str, float]] | None = None,
+        eval_pairs: ScoredPairs | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.eval_pairs = eval_pairs
         self.senteval_data_dir = senteval_data_dir
         self.dev_metrics_fn = dev_metrics_fn
         self.extra_metrics_fn = extra_metrics_fn
@@ -187,13 +193,14 @@ class CLTrainer(Trainer):
         metric_key_prefix: str = "eval",
         eval_senteval_transfer: bool = False,
     ) -> dict[str, float]:
-        """SentEval dev metrics (STS-B and SICK-R dev Spearman, optionally transfer dev accuracy).
+        """SentEval dev metrics (STS-B and SICK-R dev Spearman, optionally transfer dev accuracy) and/or the
+        ``--eval_file`` Spearman.
 
         Runs on the main process only and broadcasts the numbers, so every DDP rank agrees on the
         best checkpoint (the original ran the full SentEval on every rank).
         """
-        if self.dev_metrics_fn is None:
-            raise RuntimeError("CLTrainer.evaluate needs dev_metrics_fn (see simcse.evaluation.dev_metrics)")
+        if self.dev_metrics_fn is None and self.eval_pairs is None:
+            raise RuntimeError("CLTrainer.evaluate needs dev_metrics_fn (simcse.evaluation.dev_metrics) or eval_pairs")
         start = time.perf_counter()
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)  # eval runs eagerly
         was_training = model.training
@@ -202,9 +209,13 @@ class CLTrainer(Trainer):
         if self.is_world_process_zero():
             embed = SentenceEmbedder(model, self.processing_class, self.args.device, batch_size=128)
             transfer = eval_senteval_transfer or getattr(self.args, "eval_transfer", False)
-            raw = dict(self.dev_metrics_fn(embed, self.senteval_data_dir, eval_transfer=transfer))
+            raw = {}
+            if self.dev_metrics_fn is not None:
+                raw.update(self.dev_metrics_fn(embed, self.senteval_data_dir, eval_transfer=transfer))
             if self.extra_metrics_fn is not None:
                 raw.update(self.extra_metrics_fn(embed, self.senteval_data_dir))
+            if self.eval_pairs is not None:
+                raw["file_spearman"] = cosine_spearman(embed, self.eval_pairs)  # -> eval_file_spearman
         if dist.is_available() and dist.is_initialized():
             box = [raw]
             dist.broadcast_object_list(box, src=0)
