@@ -177,6 +177,15 @@ class OurTrainingArguments(TrainingArguments):
             "Without SentEval data, it is the only in-training metric."
         },
     )
+    no_duplicates: bool = field(
+        default=False,
+        metadata={
+            "help": "(ours) Order each epoch so that no two examples of a step (B x W across the ranks) share a "
+            "sentence (compared on token ids): no duplicate false negatives, e.g. an NLI premise with several "
+            "hypotheses. Seeded (--data_seed, else --seed); the number of moved examples is logged. Off as in "
+            "the paper."
+        },
+    )
     gradient_cache_batch_size: int = field(
         default=0,
         metadata={

@@ -1,6 +1,6 @@
 """``CLTrainer``: transformers' Trainer with SimCSE's loss and SentEval-based evaluation.
 
-Only public hooks are overridden (``compute_loss``, ``evaluate``); optimisation, DDP, mixed
+Only public hooks are overridden (``compute_loss``, ``evaluate``, ``get_train_dataloader``); optimisation, DDP, mixed
 precision, checkpointing, resuming and best-model selection are transformers' own. This is what
 lets the project follow current transformers instead of pinning 4.2.1 as the original had to.
 """
@@ -15,11 +15,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
 from simcse.encode import make_embed_fn
 from simcse.eval_file import ScoredPairs, cosine_spearman
 from simcse.grad_cache import cached_contrastive_loss
+from simcse.no_duplicates import NoDuplicatesBatchSampler
 from simcse.poolers import eval_pooler_from_config
 from simcse.settings import RuntimeOptions
 
@@ -133,6 +135,28 @@ class CLTrainer(Trainer):
         self._calls_from_step = 0
         self.rate_window: tuple[float, int] | None = None  # (time, global step) where the rate window starts
         self.add_callback(_RunChecks(self))
+
+    def get_train_dataloader(self) -> DataLoader:
+        """With ``--no_duplicates``, batches from :class:`simcse.no_duplicates.NoDuplicatesBatchSampler` (global
+        batches of B x W without a repeated sentence); otherwise transformers' own loader."""
+        if not getattr(self.args, "no_duplicates", False):
+            return super().get_train_dataloader()
+        args = self.args
+        sampler = NoDuplicatesBatchSampler(
+            self.train_dataset,
+            batch_size=args.per_device_train_batch_size,
+            world_size=args.world_size,
+            seed=args.data_seed if args.data_seed is not None else args.seed,
+            drop_last=args.dataloader_drop_last,
+        )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)  # hands batch k to rank k % W, as for the default loader
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Adds ``train_sentences_per_s`` (all ranks, since the last training log or evaluation) to loss logs."""
