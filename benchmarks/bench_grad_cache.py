@@ -13,6 +13,8 @@ run (the first untimed) and the *peak* is read (CPU: the process's maximum RSS, 
 ``max_memory_allocated`` after resetting it). Reported: peak - footprint (the memory a step needs beyond the
 model, its gradients and the optimizer state: activations, or one chunk's with caching), the ratio of that
 to the plain batch-64 step's, and sentences (examples) per second, with the cached/plain time ratio per batch.
+With caching, one more step checks that each chunk's two passes give bitwise the same vectors on this device
+(``replay_bitwise``: same dropout masks, kernels and branches).
 
 Goals (issue 21): with caching, peak at batch 512 within 1.3x of the plain batch-64 peak; time per sentence
 within 1.3x of the plain step at the same batch.
@@ -104,6 +106,14 @@ def run_child(args: argparse.Namespace) -> dict:
         if i:  # the first full-size step is untimed (one-time allocations, thread pools)
             times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(device) if cuda else _max_rss_bytes()
+    replay_bitwise = None
+    if args.chunk:  # after the measurement: do both passes of every chunk give bitwise the same vectors here?
+        seen: list[torch.Tensor] = []
+        hook = model.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().clone()))
+        step(inputs[0])
+        hook.remove()
+        half = len(seen) // 2
+        replay_bitwise = len(seen) == 2 * half > 0 and all(torch.equal(a, b) for a, b in zip(seen[:half], seen[half:]))
     per_step = median(times)
     return {
         "bench": "grad_cache",
@@ -118,6 +128,7 @@ def run_child(args: argparse.Namespace) -> dict:
         "s_per_step": round(per_step, 3),
         "sentences_per_s": round(args.batch / per_step, 1),
         "steps_timed": len(times),
+        "replay_bitwise": replay_bitwise,
     }
 
 
@@ -143,7 +154,8 @@ def summarise(records: list[dict]) -> list[list]:
         peer = plain.get(r["batch"])
         time_ratio = f"{peer['sentences_per_s'] / r['sentences_per_s']:.2f}" if (r["chunk"] and peer) else "-"
         caching = f"chunk {r['chunk']}" if r["chunk"] else "off"
-        rows.append([r["batch"], caching, r["step_mib"], mem_ratio, r["sentences_per_s"], time_ratio])
+        bitwise = "-" if r.get("replay_bitwise") is None else ("yes" if r["replay_bitwise"] else "NO")
+        rows.append([r["batch"], caching, r["step_mib"], mem_ratio, r["sentences_per_s"], time_ratio, bitwise])
     return rows
 
 
@@ -179,7 +191,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 raise RuntimeError(f"batch {batch} chunk {chunk} failed:\n{done.stderr[-2000:]}")
             line = [ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1]
             records.append(json.loads(line))
-    headers = ["batch", "grad cache", "step MiB (peak - footprint)", "x plain b64", "sentences/s", "time x plain"]
+    headers = ["batch", "grad cache", "step MiB (peak - footprint)", "x plain b64", "sentences/s", "time x plain",
+               "replay bitwise"]
     memory = "peak allocated CUDA memory" if args.device.startswith("cuda") else "peak RSS"
     print_table(headers, summarise(records), title=f"{model_label(args.model)}, {args.device}, {memory}, "
                 f"len {args.max_len}, threads {records[0]['threads']}")  # fmt: skip

@@ -1,8 +1,9 @@
 """``CLTrainer``: transformers' Trainer with SimCSE's loss and SentEval-based evaluation.
 
-Only public hooks are overridden (``compute_loss``, ``evaluate``, ``get_train_dataloader``); optimisation, DDP, mixed
-precision, checkpointing, resuming and best-model selection are transformers' own. This is what
-lets the project follow current transformers instead of pinning 4.2.1 as the original had to.
+Only public hooks are overridden (``compute_loss``, ``evaluate``, and ``get_train_dataloader`` for
+``--no_duplicates``); optimisation, DDP, mixed precision, checkpointing, resuming and best-model selection
+are transformers' own. This is what lets the project follow current transformers instead of pinning 4.2.1
+as the original had to.
 """
 
 from __future__ import annotations
