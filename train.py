@@ -44,6 +44,7 @@ from simcse.interrupt import (
 )
 from simcse.load_errors import ModelLoadError, check_model_source, translate_load_errors
 from simcse.models import UnsupportedModelError, check_model_weights, load_cl_model, model_class_for
+from simcse.no_duplicates import NoDuplicatesBatchError
 from simcse.run_state import (
     CheckpointCompletionCallback,
     OutputDirError,
@@ -72,6 +73,7 @@ USER_ERRORS = (
     NonFiniteLossError,
     SaveFailedError,
     TrainingCacheError,
+    NoDuplicatesBatchError,
     FileNotFoundError,
 )
 

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 _ROWS_PER_READ = 8192
 
 
+class NoDuplicatesBatchError(ValueError):
+    """The data holds no full batch without a repeated sentence (too few distinct sentences for B x W)."""
+
+
 def sentence_keys(dataset) -> list[frozenset[int]]:
     """Per example, the hashes of its distinct sentences' token-id sequences (read in slices of the dataset)."""
     keys: list[frozenset[int]] = []
@@ -113,6 +117,12 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
             batches, moved = no_duplicate_order(
                 self.keys, self.batch_size * self.world_size, self.seed + self.epoch, self.drop_last
             )
+            if not batches:
+                raise NoDuplicatesBatchError(
+                    f"--no_duplicates: not one batch of {self.batch_size * self.world_size} examples (per-device "
+                    f"batch {self.batch_size} x {self.world_size} process(es)) without a repeated sentence exists "
+                    f"in the {len(self.keys)} training examples; lower the batch size"
+                )
             placed = sum(len(b) for b in batches)
             logger.info(
                 "--no_duplicates: epoch %d: %d of %d examples moved to a later batch, %d left out (no full batch "
@@ -131,4 +141,4 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
         return sum(-(-len(b) // self.batch_size) for b in self._global_batches())
 
 
-__all__ = ["NoDuplicatesBatchSampler", "no_duplicate_order", "sentence_keys"]
+__all__ = ["NoDuplicatesBatchError", "NoDuplicatesBatchSampler", "no_duplicate_order", "sentence_keys"]

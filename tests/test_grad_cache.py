@@ -182,3 +182,10 @@ def test_trainer_step_with_gradient_accumulation_equals_plain_training(no_dropou
         before = start[key] if key in start else torch.zeros_like(want)  # the MLP starts fresh (same seed)
         assert_close_scaled(weights["cached"][key] - before, want - before, rtol=1e-2, scale=moved, what=key)
     assert calls == [2 * 2 * 2], "the cached run goes through gradient caching: 2 steps x 2 batches x 2 chunks (4 + 2)"
+
+
+def test_negative_chunk_size_is_a_one_line_argument_error():
+    import train
+
+    with pytest.raises(train.ArgumentsError, match="--gradient_cache_batch_size must be >= 0, got -2"):
+        train.parse_args(["--output_dir", "x", "--train_file", "t.txt", "--gradient_cache_batch_size", "-2"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import datasets
+import pytest
 import torch
 
 from simcse.no_duplicates import NoDuplicatesBatchSampler, no_duplicate_order, sentence_keys
@@ -73,6 +74,12 @@ def test_sampler_cuts_global_batches_for_the_ranks_and_reshuffles_per_epoch(capl
     assert list(sampler) != first
     sampler.set_epoch(0)
     assert list(sampler) == first
+
+
+def test_no_possible_batch_is_a_clear_error():
+    data = _nli_like(n_premises=3, per_premise=4)  # 3 distinct premises: no batch of 4 without a repeat
+    with pytest.raises(ValueError, match="not one batch of 4 examples .* without a repeated sentence"):
+        len(NoDuplicatesBatchSampler(data, batch_size=2, world_size=2, drop_last=True))
 
 
 def test_train_steps_see_no_duplicate_sentence(tiny_bert_dir, tmp_path, monkeypatch, caplog):
