@@ -175,7 +175,8 @@ class CLTrainer(Trainer):
         ):
             torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs: a new iteration starts here
         chunk = getattr(self.args, "gradient_cache_batch_size", 0)
-        if chunk and model.training and torch.is_grad_enabled():
+        # A batch no larger than one chunk fits anyway: the plain step is the same loss without the extra pass.
+        if chunk and chunk < inputs["input_ids"].size(0) and model.training and torch.is_grad_enabled():
             outputs = cached_contrastive_loss(model, inputs, chunk)  # backward re-encodes the chunks
         else:
             outputs = model(**inputs)
