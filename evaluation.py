@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 from simcse import evaluation as ev
 from simcse.cli_errors import one_line_errors
+from simcse.data import DataFormatError
+from simcse.eval_file import cosine_spearman, read_scored_pairs
 from simcse.load_errors import ModelLoadError
 from simcse.poolers import POOLER_TYPES, eval_pooler_from_config
 from simcse.senteval_files import missing_file, splits_for_mode
@@ -59,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "regression (deterministic, lower variance than the early-stopped mini-batch classifier; "
                         "numbers then differ from the paper's protocol). Default: the mode's optimizer (adam for "
                         "test, rmsprop for dev/fasttest)")
+    p.add_argument("--sts_file", action="append", default=[], metavar="FILE",
+                   help="(ours) also score your own .csv/.tsv of sentence1, sentence2, score (cosine Spearman x 100): "
+                        "a column named after the file, after the STS table's Avg. (not part of it); repeatable")
     p.add_argument("--alignment_uniformity", action="store_true",
                    help="also report the paper's alignment (STS-B pairs scored > 4) and uniformity (all STS-B "
                         "sentences) on the STS-B split of the mode (test, or dev in dev mode)")
@@ -91,6 +96,7 @@ def run(args: argparse.Namespace) -> dict:
     if missing is not None:
         raise DataError(missing, "SentEval data file not found (the data folder is incomplete); run "
                         "SentEval/data/downstream/download_dataset.sh or pass --data_dir / set SENTEVAL_DATA_DIR")
+    sts_files = [read_scored_pairs(path, flag="--sts_file") for path in args.sts_file]  # bad files fail first
     device = args.device or ev.default_device()
     model, tokenizer = ev.load_encoder(args.model_name_or_path, device)
     pooler = args.pooler or eval_pooler_from_config(model.config) or "cls"
@@ -101,7 +107,8 @@ def run(args: argparse.Namespace) -> dict:
                              args.cls_only_last_layer)
     results = ev.run_senteval(embed, tasks, args.mode, data_dir, args.batch_size, device,
                               progress=not args.no_progress, classifier_optim=args.classifier_optim)
-    print(ev.format_tables(results, args.mode, tasks))
+    own = {pairs.name: ev._fmt(cosine_spearman(embed, pairs) * 100) for pairs in sts_files}
+    print(ev.format_tables(results, args.mode, tasks, extra_sts=own))
     extra: dict = {}
     if args.alignment_uniformity:
         from simcse.analysis import stsb_alignment_uniformity
@@ -118,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
         "classifier_optim": args.classifier_optim,
         "tasks": tasks,
         "data_dir": str(data_dir),
-        "table": ev.table_values(results, args.mode),
+        "table": {**ev.table_values(results, args.mode), "sts_files": own},
         "results": ev.to_jsonable(results),
         "extra": extra,
         "versions": ev.versions(),
@@ -130,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s : %(message)s", level=logging.WARNING)
-    with one_line_errors((DataError, FileNotFoundError, ModelLoadError, UsageError)):
+    with one_line_errors((DataError, DataFormatError, FileNotFoundError, ModelLoadError, UsageError)):
         report = run(args)
     if args.output_json:
         with open(args.output_json, "w", encoding="utf-8") as f:

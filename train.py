@@ -31,6 +31,8 @@ from simcse.arguments import (
 from simcse.cli_errors import debug_enabled, one_line_errors
 from simcse.data import DataFormatError, SimCSECollator, check_training_file
 from simcse.data_cache import TrainingCacheError, load_cached_training_dataset
+from simcse.eval_file import read_scored_pairs
+from simcse.grad_cache import MLM_REFUSAL
 from simcse.interrupt import (
     SaveFailedError,
     StopOnSignal,
@@ -42,6 +44,7 @@ from simcse.interrupt import (
 )
 from simcse.load_errors import ModelLoadError, check_model_source, translate_load_errors
 from simcse.models import UnsupportedModelError, check_model_weights, load_cl_model, model_class_for
+from simcse.no_duplicates import NoDuplicatesBatchError
 from simcse.run_state import (
     CheckpointCompletionCallback,
     OutputDirError,
@@ -70,6 +73,7 @@ USER_ERRORS = (
     NonFiniteLossError,
     SaveFailedError,
     TrainingCacheError,
+    NoDuplicatesBatchError,
     FileNotFoundError,
 )
 
@@ -109,6 +113,31 @@ def check_senteval_data(data_dir: str, transfer: bool = False) -> None:
             f"{path}: SentEval data not found (run SentEval/data/downstream/download_dataset.sh, "
             "or point --senteval_data_dir / SENTEVAL_DATA_DIR at a downstream folder)"
         )
+
+
+# --metric_for_best_model values that need no SentEval metric (transformers' default "loss" included).
+SENTEVAL_FREE_METRICS = (None, "loss", "eval_loss", "file_spearman", "eval_file_spearman")
+
+
+def uses_senteval(training_args: OurTrainingArguments, has_eval_file: bool, data_dir: str) -> bool:
+    """Whether this run's evaluations read SentEval data (then it must be there before any work).
+
+    Without ``--eval_file`` any evaluation does (STS-B/SICK-R dev). With it, the in-training evaluation reads
+    SentEval only when the data is there or the best-model metric or ``--eval_transfer``/``--do_eval`` needs it:
+    a user's own dev set needs no SentEval download."""
+    evaluates = training_args.eval_strategy != "no"
+    if training_args.final_eval or (evaluates and not has_eval_file):
+        return True
+    if not evaluates:
+        return False
+    from simcse.evaluation import DEV_STS
+
+    if training_args.eval_transfer or training_args.metric_for_best_model not in SENTEVAL_FREE_METRICS:
+        return True
+    if missing_file(data_dir, DEV_STS, splits=("dev",)) is None:
+        return True
+    logger.info("no SentEval data at %s: evaluating on --eval_file only", data_dir)
+    return False
 
 
 def check_model_sources(model_args: ModelArguments) -> None:
@@ -169,6 +198,8 @@ def check_launch(
         )
     if model_args.model_name_or_path is None:
         raise ArgumentsError("--model_name_or_path is required")
+    if training_args.gradient_cache_batch_size and model_args.do_mlm:
+        raise ArgumentsError(MLM_REFUSAL)
     if training_args.do_train:
         check_training_file(data_args.train_file)
 
@@ -248,7 +279,8 @@ def alignment_uniformity_metrics(training_args: OurTrainingArguments):
 
 
 def build_trainer(
-    model, tokenizer, train_dataset, model_args, data_args, training_args, data_dir, stop: StopOnSignal
+    model, tokenizer, train_dataset, model_args, data_args, training_args, data_dir, stop: StopOnSignal,
+    eval_pairs=None, use_senteval: bool = True,
 ) -> CLTrainer:
     from simcse.evaluation import dev_metrics  # imported late: SentEval is only needed to evaluate
 
@@ -267,8 +299,9 @@ def build_trainer(
         processing_class=tokenizer,
         data_collator=collator,
         senteval_data_dir=data_dir,
-        dev_metrics_fn=dev_metrics,
-        extra_metrics_fn=alignment_uniformity_metrics(training_args),
+        dev_metrics_fn=dev_metrics if use_senteval else None,
+        extra_metrics_fn=alignment_uniformity_metrics(training_args) if use_senteval else None,
+        eval_pairs=eval_pairs,
         callbacks=[CheckpointCompletionCallback(), stop],
     )
 
@@ -340,11 +373,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
     check_launch(model_args, data_args, training_args)
+    eval_pairs = read_scored_pairs(training_args.eval_file) if training_args.eval_file else None  # before any work
 
     record = run_record(model_args, data_args, training_args, argv=["train.py", *argv])
     resume_from = prepare_output_dir(record, training_args, is_main=training_args.process_index == 0)
     data_dir = resolve_senteval_data_dir(training_args.senteval_data_dir)
-    if training_args.eval_strategy != "no" or training_args.final_eval:
+    use_senteval = uses_senteval(training_args, eval_pairs is not None, data_dir)
+    if use_senteval:
         check_senteval_data(data_dir, transfer=training_args.final_eval or training_args.eval_transfer)
     check_model_sources(model_args)
 
@@ -357,7 +392,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         record["simcse_heads"] = model.simcse_heads  # what the MLP and the MLM head started from
         write_run_record(training_args.output_dir, record)
     stop = StopOnSignal()  # Ctrl-C / SIGTERM: save and stop at the next step boundary (simcse/interrupt.py)
-    trainer = build_trainer(model, tokenizer, train_dataset, model_args, data_args, training_args, data_dir, stop)
+    trainer = build_trainer(
+        model, tokenizer, train_dataset, model_args, data_args, training_args, data_dir, stop,
+        eval_pairs=eval_pairs, use_senteval=use_senteval,
+    )  # fmt: skip
 
     results: dict[str, float] = {}
     if training_args.do_train:

@@ -169,6 +169,31 @@ class OurTrainingArguments(TrainingArguments):
     plot_training: bool = field(
         default=True, metadata={"help": "(ours) Save alignment-uniformity and STS-B dev plots in output_dir."}
     )
+    eval_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "(ours) Your own dev set, a .csv/.tsv with sentence1, sentence2, score: each evaluation logs the "
+            "cosine Spearman on it as eval_file_spearman (usable as --metric_for_best_model file_spearman). "
+            "Without SentEval data, it is the only in-training metric."
+        },
+    )
+    no_duplicates: bool = field(
+        default=False,
+        metadata={
+            "help": "(ours) Order each epoch so that no two examples of a step (B x W across the ranks) share a "
+            "sentence (compared on token ids): no duplicate false negatives, e.g. an NLI premise with several "
+            "hypotheses. Seeded (--data_seed, else --seed); the number of moved examples is logged. Off as in "
+            "the paper."
+        },
+    )
+    gradient_cache_batch_size: int = field(
+        default=0,
+        metadata={
+            "help": "(ours) Gradient caching: embed each batch in chunks of this many examples without grad, then "
+            "re-encode chunk by chunk with the cached loss gradient (same loss and gradients as the full batch, "
+            "activation memory of one chunk; ~1 extra forward). 0 (default) = off. Not with --do_mlm."
+        },
+    )
     logging_nan_inf_filter: bool = field(
         default=False,
         metadata={
@@ -198,6 +223,8 @@ class OurTrainingArguments(TrainingArguments):
                 # The original kept one checkpoint (the best); transformers then keeps the best and the
                 # latest (needed to resume), instead of one folder per evaluation.
                 self.save_total_limit = 1
+        if self.gradient_cache_batch_size < 0:
+            raise ValueError(f"--gradient_cache_batch_size must be >= 0, got {self.gradient_cache_batch_size}")
         if self.report_to is None:
             self.report_to = "none"
         super().__post_init__()

@@ -90,8 +90,15 @@ class TrainingFileReader:
     hash of every byte read) are final once the iteration has ended; an empty result raises at the end.
     """
 
-    def __init__(self, path: str | Path, delimiter: str | None = None, block_bytes: int = _BLOCK_BYTES) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        delimiter: str | None = None,
+        block_bytes: int = _BLOCK_BYTES,
+        column_names: tuple[str, ...] = COLUMN_NAMES,
+    ) -> None:
         self.path = Path(path)
+        self.column_names = column_names  # a header of exactly these names is read by name (any order)
         check_training_file(self.path)  # missing / a folder / unreadable: one line before any work
         suffix = self.path.suffix.lower()
         if suffix not in (".txt", *_DELIMITERS):
@@ -194,9 +201,11 @@ class TrainingFileReader:
                     self.blank_lines_skipped += 1
                 elif header is None:
                     header = row
-                    if len(header) > len(COLUMN_NAMES):
-                        raise DataFormatError(self.path, row_start, f"{len(header)} columns, expected 1, 2 or 3")
-                    order = _column_order(header)
+                    if len(header) > len(self.column_names):
+                        expected = ", ".join(str(i) for i in range(1, len(self.column_names))) + " or "
+                        problem = f"{len(header)} columns, expected {expected}{len(self.column_names)}"
+                        raise DataFormatError(self.path, row_start, problem)
+                    order = _column_order(header, self.column_names)
                     self.num_columns = len(order)
                 elif len(row) != len(header):
                     raise DataFormatError(self.path, row_start, f"{len(row)} fields, header has {len(header)}")
@@ -210,10 +219,10 @@ class TrainingFileReader:
             raise DataFormatError(self.path, 0, "no examples (file is empty or has only a header)")
 
 
-def _column_order(header: list[str]) -> list[int]:
+def _column_order(header: list[str], column_names: tuple[str, ...] = COLUMN_NAMES) -> list[int]:
     """Positions of sent0, sent1(, hard_neg): by name if the header uses exactly those names, else by position."""
     names = [name.strip() for name in header]
-    wanted = COLUMN_NAMES[: len(names)]
+    wanted = column_names[: len(names)]
     if len(names) > 1 and sorted(names) == sorted(wanted):
         return [names.index(name) for name in wanted]
     return list(range(len(names)))

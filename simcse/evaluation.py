@@ -117,10 +117,12 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}"  # same rounding as "%.2f"
 
 
-def _table(names: Sequence[str], values: Sequence[str], with_avg: bool) -> str:
+def _table(names: Sequence[str], values: Sequence[str], with_avg: bool, extra: dict[str, str] | None = None) -> str:
     if with_avg:
         names = [*names, "Avg."]
         values = [*values, _fmt(sum(float(v) for v in values) / len(values))]
+    if extra:  # the user's own files (evaluation.py --sts_file): after the Avg., not averaged
+        names, values = [*names, *extra], [*values, *extra.values()]
     tb = PrettyTable()
     tb.field_names = list(names)
     tb.add_row(list(values))
@@ -151,15 +153,18 @@ def table_values(results: dict, mode: str) -> dict[str, dict[str, str]]:
     return {"sts": sts, "transfer": transfer}
 
 
-def format_tables(results: dict, mode: str, tasks: Sequence[str] | None = None) -> str:
-    """What evaluation.py prints: header line, STS table, transfer table (docs/FAITHFULNESS.md, "evaluation.py")."""
+def format_tables(
+    results: dict, mode: str, tasks: Sequence[str] | None = None, extra_sts: dict[str, str] | None = None
+) -> str:
+    """What evaluation.py prints: header line, STS table, transfer table (docs/FAITHFULNESS.md, "evaluation.py").
+    ``extra_sts``: ``{column: '%.2f'}`` appended to the STS table after its Avg. (``--sts_file``)."""
     vals = table_values(results, mode)
     lines = [f"------ {mode} ------"]
     if mode == "dev":
-        lines.append(_table(list(vals["sts"]), list(vals["sts"].values()), with_avg=False))
+        lines.append(_table(list(vals["sts"]), list(vals["sts"].values()), with_avg=False, extra=extra_sts))
         lines.append(_table(list(vals["transfer"]), list(vals["transfer"].values()), with_avg=True))
     else:
-        lines.append(_table(list(vals["sts"]), list(vals["sts"].values()), with_avg=True))
+        lines.append(_table(list(vals["sts"]), list(vals["sts"].values()), with_avg=True, extra=extra_sts))
         lines.append(_table(list(vals["transfer"]), list(vals["transfer"].values()), with_avg=True))
     return "\n".join(lines)
 

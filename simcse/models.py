@@ -234,6 +234,8 @@ class _SimCSEMixin:
         kwargs.pop("num_items_in_batch", None)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if kwargs.pop("embeddings_only", False):  # gradient caching (simcse/grad_cache.py): vectors, no loss
+            return self.contrastive_embeddings(input_ids, attention_mask, token_type_ids)
         if sent_emb:
             return self._sentence_embedding(input_ids, attention_mask, token_type_ids, return_dict, **kwargs)
         return self._contrastive_forward(
@@ -249,6 +251,25 @@ class _SimCSEMixin:
         return BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=outputs.last_hidden_state, pooler_output=pooled, hidden_states=outputs.hidden_states
         )
+
+    def contrastive_embeddings(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The (B, S, H) vectors the contrastive loss reads, for (B, S, L) inputs: the loss forward's encoder
+        path (length buckets, [CLS]-only last layer), without the loss. Gradient caching (simcse/grad_cache.py)
+        calls it twice per chunk, with the same random state, so both passes must take the same branches."""
+        batch_size, num_sent, _ = input_ids.shape
+        ids, mask = input_ids.reshape(batch_size * num_sent, -1), attention_mask.reshape(batch_size * num_sent, -1)
+        tt = None if token_type_ids is None else token_type_ids.reshape(batch_size * num_sent, -1)
+        buckets = effective_length_buckets(self.runtime.length_buckets, input_ids.device)
+        if buckets > 1:
+            def encode(i, m, t):
+                return self._encode(i, m, t, training_loss=True)[0]
+
+            pooled = encode_in_buckets(encode, ids, mask, tt, buckets)
+        else:
+            pooled = self._encode(ids, mask, tt, training_loss=True)[0]  # (B*S, H)
+        return pooled.view(batch_size, num_sent, -1)  # (B, S, H)
 
     def _contrastive_forward(
         self, input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels, return_dict, **kwargs

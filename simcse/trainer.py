@@ -1,8 +1,9 @@
 """``CLTrainer``: transformers' Trainer with SimCSE's loss and SentEval-based evaluation.
 
-Only public hooks are overridden (``compute_loss``, ``evaluate``); optimisation, DDP, mixed
-precision, checkpointing, resuming and best-model selection are transformers' own. This is what
-lets the project follow current transformers instead of pinning 4.2.1 as the original had to.
+Only public hooks are overridden (``compute_loss``, ``evaluate``, and ``get_train_dataloader`` for
+``--no_duplicates``); optimisation, DDP, mixed precision, checkpointing, resuming and best-model selection
+are transformers' own. This is what lets the project follow current transformers instead of pinning 4.2.1
+as the original had to.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
 from simcse.encode import make_embed_fn
+from simcse.eval_file import ScoredPairs, cosine_spearman
+from simcse.grad_cache import cached_contrastive_loss
+from simcse.no_duplicates import NoDuplicatesBatchSampler
 from simcse.poolers import eval_pooler_from_config
 from simcse.settings import RuntimeOptions
 
@@ -102,6 +107,9 @@ class CLTrainer(Trainer):
             ``sickr_spearman``, ``avg_sts`` (and transfer dev accuracies).
         extra_metrics_fn: optional ``(embed_fn, data_dir) -> dict`` run at each evaluation on the
             same cached embeddings (alignment and uniformity).
+        eval_pairs: the user's scored pairs (``--eval_file``, :mod:`simcse.eval_file`), logged as
+            ``eval_file_spearman`` on the same cached embeddings. Without ``dev_metrics_fn`` they are the
+            only metric (no SentEval data needed).
     """
 
     # Our loss is a per-batch mean that knows nothing of token counts: transformers must divide it by
@@ -114,9 +122,11 @@ class CLTrainer(Trainer):
         senteval_data_dir: str | None = None,
         dev_metrics_fn: Callable[..., dict[str, float]] | None = None,
         extra_metrics_fn: Callable[..., dict[str, float]] | None = None,
+        eval_pairs: ScoredPairs | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.eval_pairs = eval_pairs
         self.senteval_data_dir = senteval_data_dir
         self.dev_metrics_fn = dev_metrics_fn
         self.extra_metrics_fn = extra_metrics_fn
@@ -126,6 +136,28 @@ class CLTrainer(Trainer):
         self._calls_from_step = 0
         self.rate_window: tuple[float, int] | None = None  # (time, global step) where the rate window starts
         self.add_callback(_RunChecks(self))
+
+    def get_train_dataloader(self) -> DataLoader:
+        """With ``--no_duplicates``, batches from :class:`simcse.no_duplicates.NoDuplicatesBatchSampler` (global
+        batches of B x W without a repeated sentence); otherwise transformers' own loader."""
+        if not getattr(self.args, "no_duplicates", False):
+            return super().get_train_dataloader()
+        args = self.args
+        sampler = NoDuplicatesBatchSampler(
+            self.train_dataset,
+            batch_size=args.per_device_train_batch_size,
+            world_size=args.world_size,
+            seed=args.data_seed if args.data_seed is not None else args.seed,
+            drop_last=args.dataloader_drop_last,
+        )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)  # hands batch k to rank k % W, as for the default loader
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Adds ``train_sentences_per_s`` (all ranks, since the last training log or evaluation) to loss logs."""
@@ -142,7 +174,12 @@ class CLTrainer(Trainer):
             "reduce-overhead", "max-autotune"
         ):
             torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs: a new iteration starts here
-        outputs = model(**inputs)
+        chunk = getattr(self.args, "gradient_cache_batch_size", 0)
+        # A batch no larger than one chunk fits anyway: the plain step is the same loss without the extra pass.
+        if chunk and chunk < inputs["input_ids"].size(0) and model.training and torch.is_grad_enabled():
+            outputs = cached_contrastive_loss(model, inputs, chunk)  # backward re-encodes the chunks
+        else:
+            outputs = model(**inputs)
         loss = outputs.loss
         self._note_loss(loss)
         return (loss, outputs) if return_outputs else loss
@@ -182,13 +219,14 @@ class CLTrainer(Trainer):
         metric_key_prefix: str = "eval",
         eval_senteval_transfer: bool = False,
     ) -> dict[str, float]:
-        """SentEval dev metrics (STS-B and SICK-R dev Spearman, optionally transfer dev accuracy).
+        """SentEval dev metrics (STS-B and SICK-R dev Spearman, optionally transfer dev accuracy) and/or the
+        ``--eval_file`` Spearman.
 
         Runs on the main process only and broadcasts the numbers, so every DDP rank agrees on the
         best checkpoint (the original ran the full SentEval on every rank).
         """
-        if self.dev_metrics_fn is None:
-            raise RuntimeError("CLTrainer.evaluate needs dev_metrics_fn (see simcse.evaluation.dev_metrics)")
+        if self.dev_metrics_fn is None and self.eval_pairs is None:
+            raise RuntimeError("CLTrainer.evaluate needs dev_metrics_fn (simcse.evaluation.dev_metrics) or eval_pairs")
         start = time.perf_counter()
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)  # eval runs eagerly
         was_training = model.training
@@ -197,9 +235,13 @@ class CLTrainer(Trainer):
         if self.is_world_process_zero():
             embed = SentenceEmbedder(model, self.processing_class, self.args.device, batch_size=128)
             transfer = eval_senteval_transfer or getattr(self.args, "eval_transfer", False)
-            raw = dict(self.dev_metrics_fn(embed, self.senteval_data_dir, eval_transfer=transfer))
+            raw = {}
+            if self.dev_metrics_fn is not None:
+                raw.update(self.dev_metrics_fn(embed, self.senteval_data_dir, eval_transfer=transfer))
             if self.extra_metrics_fn is not None:
                 raw.update(self.extra_metrics_fn(embed, self.senteval_data_dir))
+            if self.eval_pairs is not None:
+                raw["file_spearman"] = cosine_spearman(embed, self.eval_pairs)  # -> eval_file_spearman
         if dist.is_available() and dist.is_initialized():
             box = [raw]
             dist.broadcast_object_list(box, src=0)

@@ -146,3 +146,25 @@ def test_harness_make_model_and_runner():
     per_block = harness.Runner("b", [[5], [6]], step, sync_every_step=False)
     assert per_block.block(2) == 2 and per_block.losses == [6.0]  # the loss is read once, at the block's end
     assert len(per_block.prep_s) == len(per_block.model_s) == 2
+
+
+def test_grad_cache_bench_child_and_table(tiny_bert_dir, tmp_path, capsys):
+    """One configuration in-process (the script runs each in a fresh process), then the table's ratios."""
+    data = tmp_path / "sents.txt"
+    data.write_text("\n".join(f"sentence number {i} is about a cat and a dog." for i in range(40)) + "\n")
+    bench = _load("bench_grad_cache")
+    (record,) = bench.main(["--child", "--model", str(tiny_bert_dir), "--data", str(data), "--batch", "8",
+                            "--chunk", "3", "--steps", "1", "--threads", "1"])  # fmt: skip
+    assert record["bench"] == "grad_cache" and (record["batch"], record["chunk"]) == (8, 3)
+    assert record["peak_mib"] >= record["footprint_mib"] > 0 and _positive(record["sentences_per_s"])
+    assert record["replay_bitwise"] is True
+    assert [r for r in _json_records(capsys.readouterr().out) if r["bench"] == "grad_cache"] == [record]
+    fake = [
+        {"batch": 64, "chunk": 0, "step_mib": 100.0, "sentences_per_s": 50.0},
+        {"batch": 64, "chunk": 64, "step_mib": 110.0, "sentences_per_s": 40.0},
+        {"batch": 512, "chunk": 0, "step_mib": 800.0, "sentences_per_s": 45.0},
+        {"batch": 512, "chunk": 64, "step_mib": 120.0, "sentences_per_s": 36.0, "replay_bitwise": True},
+    ]
+    rows = bench.summarise(fake)
+    assert rows[-1] == [512, "chunk 64", 120.0, "1.20", 36.0, "1.25", "yes"]  # 120/100 memory, 45/36 time/sentence
+    assert rows[0][3:] == ["1.00", 50.0, "-", "-"]

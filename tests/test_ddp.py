@@ -1,6 +1,6 @@
 """Two CPU processes (gloo): gathered negatives give the full-batch loss on every rank, and DDP's
 averaged gradient equals 1/W times the single-process full-batch gradient
-(docs/FAITHFULNESS.md, "Distributed gathering").
+(docs/FAITHFULNESS.md, "Distributed gathering"); the same with gradient caching (simcse/grad_cache.py).
 
 Both sides run in float64: the equality is exact maths, and float32 reordering (other shard shapes,
 an all-reduce sum) moves these gradients by up to ~1e-3 of their scale (see tests/numerics.py)."""
@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from transformers import AutoConfig
 
 from simcse.distributed import gather_with_local_grad
+from simcse.grad_cache import cached_contrastive_loss
 from simcse.models import load_cl_model
 from tests.conftest import make_tokenizer
 from tests.numerics import assert_close_scaled, assert_grads_close
@@ -66,12 +67,42 @@ def rank_results(rank: int, path: str) -> dict:
             "logits": out.logits.detach(),
             "grads": _grads(model.module),
         }
+        results[("cached", num_sent)] = _cached_rank_result(path, batch)
     # Gathering keeps the autograd graph only for the local slot.
     local = torch.full((1, 3), float(rank + 1), requires_grad=True)
     gathered = gather_with_local_grad(local)
     (gathered * torch.arange(1.0, 7.0).view(2, 3)).sum().backward()
     results["gather"] = {"values": gathered.detach(), "grad": local.grad}
     return results
+
+
+def _count_allreduces(ddp: torch.nn.parallel.DistributedDataParallel) -> list[int]:
+    """Install a comm hook that all-reduces (averaging, as DDP's default) and counts its calls."""
+    calls = [0]
+
+    def hook(state, bucket):
+        calls[0] += 1
+        fut = dist.all_reduce(bucket.buffer(), async_op=True).get_future()
+        return fut.then(lambda f: f.value()[0] / WORLD)
+
+    ddp.register_comm_hook(None, hook)
+    return calls
+
+
+def _cached_rank_result(path: str, batch: dict[str, torch.Tensor]) -> dict:
+    """Gradient caching (simcse/grad_cache.py) in chunks of 1 example through DDP, and the all-reduce
+    counts of that step and of a plain DDP step."""
+    ddp = torch.nn.parallel.DistributedDataParallel(_model(path))
+    calls = _count_allreduces(ddp)
+    out = cached_contrastive_loss(ddp, batch, chunk_size=1)  # 2 chunks per rank
+    out.loss.backward()
+    plain = torch.nn.parallel.DistributedDataParallel(_model(path))
+    plain_calls = _count_allreduces(plain)
+    plain(**batch).loss.backward()
+    return {
+        "loss": out.loss.detach(), "logits": out.logits.detach(), "grads": _grads(ddp.module),
+        "allreduces": (calls[0], plain_calls[0]),
+    }  # fmt: skip
 
 
 def _worker(rank: int, path: str, port: int, out_dir: str) -> None:
@@ -96,14 +127,14 @@ def ddp_results(tiny_bert_dir, tmp_path_factory):
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
 
 
-def assert_matches_single_process_full_batch(results: list[dict], path: str, num_sent: int) -> None:
+def assert_matches_single_process_full_batch(results: list[dict], path: str, num_sent: int, key=None) -> None:
     """Each rank's loss and logits are the full batch's; its gradients 1/W of the full-batch gradient."""
     model = _model(path)
     out = model(**_inputs(num_sent))
     out.loss.backward()
     full_grads = _grads(model)
     for rank, rank_result in enumerate(results):
-        got = rank_result[num_sent]
+        got = rank_result[num_sent if key is None else key]
         assert got["loss"].dtype == torch.float64
         assert_close_scaled(got["loss"], out.loss.detach(), what=f"rank {rank} loss")
         assert got["logits"].shape == out.logits.shape == (4, 4 * (num_sent - 1))
@@ -115,6 +146,16 @@ def assert_matches_single_process_full_batch(results: list[dict], path: str, num
 @pytest.mark.parametrize("num_sent", [2, 3])
 def test_gathered_loss_and_gradients_equal_single_process_full_batch(ddp_results, tiny_bert_dir, num_sent):
     assert_matches_single_process_full_batch(ddp_results, str(tiny_bert_dir), num_sent)
+
+
+@pytest.mark.parametrize("num_sent", [2, 3])
+def test_gradient_cache_under_ddp_equals_single_process_full_batch(ddp_results, tiny_bert_dir, num_sent):
+    """Gradient caching with gathered negatives: the same loss and 1/W gradients as above, and the chunks
+    cost no more all-reduces than one plain DDP step (the chunks but the last run in no_sync)."""
+    assert_matches_single_process_full_batch(ddp_results, str(tiny_bert_dir), num_sent, key=("cached", num_sent))
+    for result in ddp_results:
+        cached, plain = result[("cached", num_sent)]["allreduces"]
+        assert cached == plain >= 1
 
 
 def assert_gather_by_rank_with_local_gradient(results: list[dict]) -> None:
