@@ -116,6 +116,14 @@ def configure_compile(training_args: OurTrainingArguments, static_shapes: bool) 
         )
 
 
+def apply_dropout(config, dropout: float | None) -> None:
+    """``--dropout p``: the encoder's hidden and attention dropout (paper Table 3); None keeps the checkpoint's."""
+    if dropout is None:
+        return
+    config.hidden_dropout_prob = dropout
+    config.attention_probs_dropout_prob = dropout
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Train (and with ``--do_eval`` evaluate) as the command line ``argv`` says; returns the metrics."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -153,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     }
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_kwargs)
     model_class_for(config, model_args.model_name_or_path)  # unsupported types fail before any work
+    apply_dropout(config, model_args.dropout)
     check_model_weights(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path,
@@ -167,6 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             max_seq_length=data_args.max_seq_length,
             pad_to_max_length=data_args.pad_to_max_length,
             num_proc=data_args.preprocessing_num_workers,
+            augmentation=data_args.augmentation,
+            augmentation_seed=training_args.seed,
         )
 
     extra = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
@@ -179,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     model.length_buckets = model_args.length_buckets
     model.cls_only_last_layer = model_args.cls_only_last_layer
+    model.same_dropout_mask = model_args.same_dropout_mask
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from simcse.losses import SIMILARITIES
 from simcse.poolers import POOLER_TYPES
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,29 @@ class ModelArguments:
     attn_implementation: str | None = field(
         default=None, metadata={"help": "(ours) Attention kernel: sdpa (default when available), eager, ..."}
     )
+    dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "(ours) Dropout rate p of the encoder (config hidden_dropout_prob and "
+            "attention_probs_dropout_prob) for training; default: the checkpoint's (0.1 for BERT/RoBERTa). "
+            "Paper Table 3 varies it."
+        },
+    )
+    same_dropout_mask: bool = field(
+        default=False,
+        metadata={
+            "help": "(ours) Unsupervised ablation 'fixed 0.1' (paper Table 3): both views of a sentence share one "
+            "dropout mask, i.e. each sentence is encoded once and that embedding is both z1 and z2 (the two views "
+            "are identical). Needs 2 identical sentences per example."
+        },
+    )
+    similarity: str = field(
+        default="cosine",
+        metadata={
+            "help": "(ours) Similarity in the contrastive loss: cosine (the paper's) or dot (dot product without "
+            "normalisation, paper Table D.1; still divided by --temp, so use --temp 1 for the plain dot product)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.pooler_type not in TRAIN_POOLERS:
@@ -78,6 +102,10 @@ class ModelArguments:
             raise ValueError(f"--length_buckets must be >= 0 (0 = automatic), got {self.length_buckets}")
         if self.temp <= 0:
             raise ValueError(f"--temp must be positive, got {self.temp}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"--similarity {self.similarity!r} is not one of: {', '.join(SIMILARITIES)}")
 
     def simcse_settings(self) -> dict:
         """The settings recorded in the checkpoint's config.json."""
@@ -89,6 +117,8 @@ class ModelArguments:
             "mlm_weight": self.mlm_weight,
             "mlp_only_train": self.mlp_only_train,
             "gather_negatives": self.gather_negatives,
+            # Recorded only when not the default, so checkpoints of the paper's recipe keep their config.
+            **({"similarity": self.similarity} if self.similarity != "cosine" else {}),
         }
 
 
@@ -113,6 +143,14 @@ class DataTrainingArguments:
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "(ours) Round the padded length up to a multiple (8 suits tensor cores)."}
     )
+    augmentation: str | None = field(
+        default=None,
+        metadata={
+            "help": "(ours) Unsupervised data only: make the second view's text by an augmentation of the first "
+            "(paper Table 1): crop:K (keep a random contiguous (1-K) of the words), word_deletion:K (delete K of the "
+            "words), delete_one_word. Drawn once per sentence with --seed. Default: none (dropout only)."
+        },
+    )
 
     def __post_init__(self) -> None:
         # The original touched a non-existent `validation_file` here (an AttributeError); say what is wrong.
@@ -120,6 +158,10 @@ class DataTrainingArguments:
             raise ValueError("--train_file is required (a .txt, .csv or .tsv file)")
         if not 0.0 <= self.mlm_probability <= 1.0:
             raise ValueError(f"--mlm_probability must be in [0, 1], got {self.mlm_probability}")
+        if self.augmentation:
+            from simcse.augment import parse_augmentation
+
+            parse_augmentation(self.augmentation)  # a bad spec fails at parse time, not after loading the model
 
 
 @dataclass

@@ -209,15 +209,34 @@ def build_train_dataset(
     return raw.map(fn, batched=True, num_proc=num_proc, remove_columns=raw.column_names, desc="Tokenizing")
 
 
+def apply_augmentation(texts: TrainingTexts, spec: str, seed: int = 42) -> None:
+    """The one place where the unsupervised pair is changed: ``sent1 = augment(sent0)`` (paper Table 1)."""
+    from simcse.augment import augment_sentences
+
+    if texts.num_sent != 2 or texts.columns["sent0"] != texts.columns["sent1"]:
+        raise DataFormatError(texts.source, 0, "--augmentation makes the second view of unsupervised data; "
+                              "this file has pairs")
+    texts.columns["sent1"] = augment_sentences(texts.columns["sent0"], spec, seed)
+    logger.info("%s: second view augmented with %s (seed %d)", texts.source, spec, seed)
+
+
 def load_training_dataset(
     path: str | Path,
     tokenizer: PreTrainedTokenizerBase,
     max_seq_length: int = 32,
     pad_to_max_length: bool = False,
     num_proc: int | None = None,
+    augmentation: str | None = None,
+    augmentation_seed: int = 42,
 ) -> tuple[datasets.Dataset, TrainingDataSummary]:
-    """Read, validate and tokenise a training file in one call; logs what was loaded."""
+    """Read, validate and tokenise a training file in one call; logs what was loaded.
+
+    ``augmentation`` (e.g. ``"crop:0.1"``, see :mod:`simcse.augment`) rewrites the second view of each
+    *unsupervised* example (``sent1 = augment(sent0)``); supervised pairs are left alone (it is an error).
+    """
     texts = read_training_file(path)
+    if augmentation:
+        apply_augmentation(texts, augmentation, augmentation_seed)
     summary = texts.summary()
     logger.info(
         "%s: %d examples, %d sentences each, %d blank line(s) skipped",
