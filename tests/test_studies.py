@@ -175,8 +175,9 @@ def test_same_dropout_mask_gives_two_identical_views(tiny_bert_dir, monkeypatch,
 
 def test_same_dropout_mask_refuses_pairs(tiny_bert_dir):
     tok = make_tokenizer("bert")
-    a = tok(["the dog runs", "a man plays"], padding="max_length", max_length=16, truncation=True, return_tensors="pt")
-    b = tok(["a dog is running", "someone plays"], padding="max_length", max_length=16, truncation=True, return_tensors="pt")
+    fixed = {"padding": "max_length", "max_length": 16, "truncation": True, "return_tensors": "pt"}
+    a = tok(["the dog runs", "a man plays"], **fixed)
+    b = tok(["a dog is running", "someone plays"], **fixed)
     pairs = {k: torch.stack([a[k], b[k]], 1) for k in a}
     model = load_cl_model(str(tiny_bert_dir), simcse_settings={"pooler_type": "cls"}).train()
     model.same_dropout_mask = True
@@ -288,3 +289,16 @@ def test_table_puts_the_papers_number_beside_ours():
     assert "| p = 0.0 | 71.1 | - | - | - | not run yet |" in table
     aug = report.markdown_table(STUDIES["augmentation"], {})
     assert "| synonym replacement | 77.4 | not run |" in aug and "nlpaug" in aug
+
+
+def test_cli_prints_the_commands_of_a_subset_of_cells(capsys, tmp_path):
+    from studies.__main__ import main
+
+    assert main(["commands", "seeds", "--scale", "paper", "--cells", "unsup", "--seeds", "2",
+                 "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("python train.py --model_name_or_path bert-base-uncased")
+                                   for line in lines)
+    assert "--seed 42" in lines[0] and "--seed 43" in lines[1] and "--load_best_model_at_end" in lines[0]
+    with pytest.raises(ValueError, match="no cell"):
+        runner.build_runs(STUDIES["seeds"], get_scale("cpu"), tmp_path, cells=["nope"])
