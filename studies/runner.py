@@ -70,6 +70,33 @@ def build_runs(
     return runs
 
 
+LOCK_FILE = "study_run.lock"
+
+
+def _claim(run: Run) -> bool:
+    """Take the run's lock (a file holding our pid); False when a live process holds it. Lets several workers
+    share one study (``python -m studies run ...`` started twice): each run is done by one of them."""
+    run.output_dir.mkdir(parents=True, exist_ok=True)
+    lock = run.output_dir / LOCK_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text(encoding="utf-8") or 0)
+                os.kill(pid, 0)
+                return pid == os.getpid()
+            except (ValueError, ProcessLookupError):
+                lock.unlink(missing_ok=True)  # left by a stopped worker
+                continue
+            except PermissionError:
+                return False
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(str(os.getpid()))
+        return True
+    return False
+
+
 def is_finished(run: Run) -> bool:
     return (run.output_dir / RESULT_FILE).is_file()
 
@@ -143,13 +170,17 @@ def execute(
     trainer: Callable[[Sequence[str]], Any] = train_main,
     tester: Callable[[Path, str], dict[str, Any]] = sts_test_avg,
     keep_models: bool = False,
-) -> dict[str, Any]:
-    """Run one train.py invocation (and the test evaluation) unless already finished; returns its result."""
+) -> dict[str, Any] | None:
+    """Run one train.py invocation (and the test evaluation) unless already finished; returns its result
+    (None when another worker is running it)."""
     if is_finished(run):
         logger.info("%s/%s seed %d: finished earlier, kept", run.study, run.cell, run.seed)
         return read_result(run)
     from simcse.run_state import last_complete_checkpoint
 
+    if not _claim(run):
+        logger.info("%s/%s seed %d: being run by another worker, skipped", run.study, run.cell, run.seed)
+        return None
     argv = list(run.argv)
     if last_complete_checkpoint(run.output_dir) is None:
         argv.append("--overwrite_output_dir")  # a stopped run without checkpoint starts again
@@ -170,6 +201,7 @@ def execute(
     tmp = run.output_dir / (RESULT_FILE + ".tmp")
     tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
     os.replace(tmp, run.output_dir / RESULT_FILE)  # written last: its presence means "finished"
+    (run.output_dir / LOCK_FILE).unlink(missing_ok=True)
     return result
 
 
@@ -190,5 +222,10 @@ def run_study(
     results = []
     for i, run in enumerate(runs, 1):
         logger.info("[%d/%d] %s/%s seed %d", i, len(runs), run.study, run.cell, run.seed)
-        results.append(execute(run, scale, trainer, tester, keep_models))
+        result = execute(run, scale, trainer, tester, keep_models)
+        if result is not None:
+            results.append(result)
+    # Runs finished meanwhile by other workers of the same study belong to the table too.
+    done = {(r["cell"], r["seed"]) for r in results}
+    results += [read_result(r) for r in runs if (r.cell, r.seed) not in done and is_finished(r)]
     return results

@@ -302,3 +302,27 @@ def test_cli_prints_the_commands_of_a_subset_of_cells(capsys, tmp_path):
     assert "--seed 42" in lines[0] and "--seed 43" in lines[1] and "--load_best_model_at_end" in lines[0]
     with pytest.raises(ValueError, match="no cell"):
         runner.build_runs(STUDIES["seeds"], get_scale("cpu"), tmp_path, cells=["nope"])
+
+
+def test_two_workers_share_a_study_through_run_locks(tmp_path):
+    """A run locked by a live process is left to it; a lock left by a dead process is taken over."""
+    import os
+    import subprocess
+    import sys
+
+    study = Study("toy", "toy", "none", (Cell("a", "A", "unsup"), Cell("b", "B", "unsup")))
+    scale = get_scale("cpu")
+    run_a, run_b = runner.build_runs(study, scale, tmp_path)
+    run_a.output_dir.mkdir(parents=True)
+    (run_a.output_dir / runner.LOCK_FILE).write_text(str(os.getppid()))  # a live process "runs" cell a
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run_b.output_dir.mkdir(parents=True)
+    (run_b.output_dir / runner.LOCK_FILE).write_text(dead.stdout.strip())  # a stopped worker's lock
+    calls: list[str] = []
+    results = runner.run_study(study, scale, tmp_path, trainer=_fake_trainer(calls))
+    assert calls == ["b"] and [r["cell"] for r in results] == ["b"]
+    assert not (run_b.output_dir / runner.LOCK_FILE).exists()  # released once finished
+    # When the other worker has finished cell a, a later pass reads it into the table.
+    _fake_trainer([])(list(run_a.argv))
+    (run_a.output_dir / runner.RESULT_FILE).write_text(json.dumps({"cell": "a", "seed": 42, "stsb_dev": 1.0}))
+    assert [r["cell"] for r in runner.run_study(study, scale, tmp_path, trainer=_fake_trainer(calls))] == ["a", "b"]
