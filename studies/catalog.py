@@ -11,8 +11,8 @@ import math
 from studies.spec import Cell, Study
 
 _READING_CPU = (
-    "At CPU scale the starting model (all-MiniLM-L6-v2) is already trained for sentence similarity and the runs "
-    "are 60 steps long, so compare trends (which setting is best, what collapses), not absolute numbers."
+    "At CPU scale the starting model (all-MiniLM-L6-v2) is already trained for sentence similarity and a run is "
+    "a few steps long, so compare trends (which setting is best, what collapses), not absolute numbers."
 )
 
 

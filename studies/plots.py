@@ -39,9 +39,11 @@ def figure2(study: Study, results: Sequence[Mapping[str, Any]], path: Path, dpi:
                         arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.4})
         ax.scatter(xs, ys, color=colour, s=14, zorder=3, label=f"{cell.label} (steps {points[0]['step']}-"
                    f"{points[-1]['step']})")
+        ax.scatter(xs[:1], ys[:1], s=90, facecolors="none", edgecolors="black", lw=1, zorder=4)  # start
+    ax.scatter([], [], s=90, facecolors="none", edgecolors="black", lw=1, label="first evaluation")
     ax.set_xlabel(r"$\ell_{\mathrm{uniform}}$ (lower is better)")
     ax.set_ylabel(r"$\ell_{\mathrm{align}}$ (lower is better)")
-    ax.set_title("Alignment vs uniformity on STS-B dev during training (arrows: step order)")
+    ax.set_title("Alignment vs uniformity on STS-B dev during training (arrows: step order)", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -59,10 +59,12 @@ def markdown_table(study: Study, cells: Mapping[str, Mapping[str, Any]]) -> str:
     """One row per paper row: the paper's number next to ours for every metric (mean ± std over seeds;
     min and max too when there are several seeds)."""
     several = any(s.get("n", 1) > 1 for c in cells.values() for s in c.values())
+    with_paper = {m: any(m in c.paper for c in study.cells) for m in study.metrics}  # Figure 2 has no numbers
     header = ["setting"]
     for m in study.metrics:
         name = METRIC_NAMES.get(m, m)
-        header += [f"{name} (paper)", f"{name} (ours)"] + ([f"{name} min", f"{name} max"] if several else [])
+        header += [f"{name} (paper)"] if with_paper[m] else []
+        header += [f"{name} (ours)"] + ([f"{name} min", f"{name} max"] if several else [])
     header.append("note")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cell in study.cells:
@@ -71,7 +73,8 @@ def markdown_table(study: Study, cells: Mapping[str, Mapping[str, Any]]) -> str:
         for m in study.metrics:
             digits = 4 if m.startswith(("align", "uniform")) else 2
             paper = cell.paper.get(m)
-            row.append(f"{paper:g}" if paper is not None else "-")
+            if with_paper[m]:
+                row.append("-" if paper is None else f"{paper:.1f}" if round(paper, 1) == paper else f"{paper:.2f}")
             summary = ours.get(m)
             row.append(_fmt(summary, digits) if cell.available else "not run")
             if several:
