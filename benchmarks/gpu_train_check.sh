@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check of the real training path: train.py under torchrun (NCCL, world size 1), bf16, a
-# BERT-base-sized model from config (random weights; gpu_train_epoch.make_model with TOK, a tokenizer
+# BERT-base-sized model from config (random weights; benchmarks.harness.save_random_encoder with TOK, a tokenizer
 # folder or vocab.txt, default the small test vocab), unsup SimCSE on the wiki sample for STEPS steps at
 # batch 64, with in-training SentEval dev evaluation, best-checkpoint reload and export. Prints
 # train.py's metrics; writes them to $OUT (or ./gpu_check) as JSON.
@@ -11,8 +11,8 @@ WIKI="${1:?wiki txt}"; SENTEVAL="${2:?senteval downstream dir}"
 STEPS="${STEPS:-200}"
 DEST="${OUT:-gpu_check}"; mkdir -p "$DEST"
 WORK="$(mktemp -d)"
-python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; \
-from gpu_train_epoch import make_model; make_model(sys.argv[1], Path(sys.argv[2]))" \
+python3 -c "import sys; from pathlib import Path; \
+from benchmarks.harness import save_random_encoder; save_random_encoder(sys.argv[1], Path(sys.argv[2]))" \
   "${TOK:-tests/fixtures/vocab.txt}" "$WORK/bert-base-random"  # BERT-base shape, random weights
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 torchrun --nproc_per_node 1 train.py --model_name_or_path "$WORK/bert-base-random" --train_file "$WIKI" \

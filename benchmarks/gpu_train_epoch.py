@@ -1,7 +1,7 @@
 """train.py's own training rate on a GPU, and the projected time of one epoch of the 1M-sentence wiki corpus.
 
-    python benchmarks/gpu_train_epoch.py --train_file wiki.txt --senteval_data_dir DIR --tokenizer TOKDIR
-    python benchmarks/gpu_train_epoch.py ... --cpu_smoke      # tiny config, a few steps, on the CPU
+    python -m benchmarks.gpu_train_epoch --train_file wiki.txt --senteval_data_dir DIR --tokenizer TOKDIR
+    python -m benchmarks.gpu_train_epoch ... --cpu_smoke      # tiny config, a few steps, on the CPU
 
 Unlike ``bench_gpu.py`` (a bare training loop), this runs ``train.py`` itself, once per variant, on a
 BERT-base-sized model from config (random weights; the tokenizer of ``--tokenizer``, e.g. the uncased BERT
@@ -32,11 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO_ROOT, ensure_repo_on_path, print_json_line, print_table  # noqa: E402
+from benchmarks.common import REPO_ROOT, print_json_line, print_table
+from benchmarks.harness import save_random_encoder
 
-ensure_repo_on_path()
-REPO = REPO_ROOT
+TRAIN_PY = REPO_ROOT / "train.py"
 EPOCH_SENTENCES, BATCH, EVAL_EVERY = 1_000_000, 64, 250
 VARIANTS: dict[str, list[str]] = {
     "eager_bf16": ["--bf16"],
@@ -45,25 +44,10 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def make_model(tokenizer: str, dest: Path, tiny: bool = False) -> Path:
-    """A random-weight BERT (base shape, or tiny) with the given tokenizer (a folder, or a WordPiece
-    ``vocab.txt``), saved for train.py. Also used by gpu_train_check.sh."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
-
-    is_vocab = Path(tokenizer).is_file()
-    tok = BertTokenizerFast(vocab_file=tokenizer) if is_vocab else AutoTokenizer.from_pretrained(tokenizer)
-    size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37) if tiny else {}
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tok), **size)).save_pretrained(dest)
-    tok.save_pretrained(dest)
-    return dest
-
-
 def run_variant(name: str, flags: list[str], model: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out = work / name
     cmd = [
-        sys.executable, str(REPO / "train.py"), "--model_name_or_path", str(model), "--train_file", args.train_file,
+        sys.executable, str(TRAIN_PY), "--model_name_or_path", str(model), "--train_file", args.train_file,
         "--output_dir", str(out), "--max_steps", str(args.steps), "--per_device_train_batch_size", str(BATCH),
         "--learning_rate", "3e-5", "--max_seq_length", "32", "--pooler_type", "cls", "--mlp_only_train",
         "--temp", "0.05", "--do_train", "--evaluation_strategy", "steps", "--eval_steps", str(max(args.steps // 2, 1)),
@@ -121,7 +105,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model = make_model(args.tokenizer, work / "bert-random", args.cpu_smoke)
+        model = save_random_encoder(args.tokenizer, work / "bert-random", args.cpu_smoke)
         for name in args.variants:
             rec = run_variant(name, VARIANTS[name], model, args, work)
             records.append(rec)

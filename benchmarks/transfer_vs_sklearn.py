@@ -1,19 +1,19 @@
 """Transfer tasks: our SentEval (``--mode fasttest``) against an independent scikit-learn evaluation.
 
 Both sides use the same sentence embeddings (computed once and cached); the sklearn side reads the task
-files itself (SPEC 6.4 formats) and runs the same *protocol* with its own code: 5-fold stratified CV
+files itself (the formats in docs/FAITHFULNESS.md, "SentEval") and runs the same *protocol* with its own
+code: 5-fold stratified CV
 (seed 1111; nested for MR/CR/SUBJ/MPQA, on train for TREC/MRPC, the dev set for SST2) choosing the L2
 strength from SentEval's grid (weight decay 1e-5..1e-2, i.e. C = 1 / (n_train * wd)), then a converged
 L-BFGS logistic regression. Ours is run twice: with the paper's fast classifier (early-stopped RMSprop)
 and with ``--classifier_optim lbfgs`` (converged, same objective). Prints one row per task and a JSON line.
-Usage: python benchmarks/transfer_vs_sklearn.py [--model PATH] [--data_dir DIR] [--pooler avg]
+Usage: python -m benchmarks.transfer_vs_sklearn [--model PATH] [--data_dir DIR] [--pooler avg]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,10 +22,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_repo_on_path, print_json_line, print_table  # noqa: E402
-
-ensure_repo_on_path()
+from benchmarks.common import print_json_line, print_table
 
 TASKS = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
 BINARY_FILES = {

@@ -45,32 +45,24 @@ def uniformity(x: torch.Tensor, t: float = 2) -> torch.Tensor:
 
 
 def read_stsb(data_dir: str | os.PathLike[str], split: str = "test") -> tuple[list[str], list[str], list[float]]:
-    """STS-B pairs of one split: (sentences1, sentences2, gold scores in [0, 5]).
+    """STS-B pairs of one split: (sentences1, sentences2, gold scores in [0, 5]), read by SentEval's own
+    STS-B reader (the one evaluation uses; a malformed line is a one-line ``DataError``).
 
     data_dir: SentEval's ``downstream`` folder, its ``STS`` folder, or the ``STSBenchmark`` folder itself.
-    Files are tab separated: genre, file, year, id, score, sentence1, sentence2[, source...].
+    Sentences are SentEval's tokens joined by single spaces, as the SentEval batcher embeds them.
     """
+    from senteval.sts import load_stsb_split
+
     if split not in ("train", "dev", "test"):
         raise ValueError(f"split must be train, dev or test, got {split!r}")
     root = Path(data_dir)
     for candidate in (root, root / "STSBenchmark", root / "STS" / "STSBenchmark"):
-        file = candidate / f"sts-{split}.csv"
-        if file.is_file():
+        if (candidate / f"sts-{split}.csv").is_file():
             break
     else:
         raise FileNotFoundError(f"sts-{split}.csv not found under {root} (expected STS/STSBenchmark/)")
-    s1: list[str] = []
-    s2: list[str] = []
-    scores: list[float] = []
-    with open(file, encoding="utf-8") as f:
-        for line in f:
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) < 7:
-                continue
-            s1.append(cols[5])
-            s2.append(cols[6])
-            scores.append(float(cols[4]))
-    return s1, s2, scores
+    sa, sb, gold = load_stsb_split(candidate, split)
+    return [" ".join(t) for t in sa], [" ".join(t) for t in sb], [float(g) for g in gold]
 
 
 def stsb_alignment_uniformity(
@@ -99,6 +91,63 @@ def stsb_alignment_uniformity(
     }
 
 
+def _axes(figsize: tuple[float, float]):
+    """A bare Figure on an Agg canvas and its one Axes: no pyplot global state, no display needed, and the
+    caller's matplotlib backend is left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _save(fig, ax, title: str, path: Path, dpi: int) -> Path:
+    ax.set_title(title)
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def _plot_align_uniform(entries: Sequence[Mapping[str, Any]], path: Path, dpi: int) -> Path:
+    """Uniformity (x) against alignment (y) per evaluation, arrows in step order (paper figure 2)."""
+    steps = [e["step"] for e in entries]
+    ux = [e["eval_uniform"] for e in entries]
+    ay = [e["eval_align"] for e in entries]
+    fig, ax = _axes((6, 5))
+    ax.plot(ux, ay, color="0.6", linewidth=1, zorder=1, label="trajectory")
+    for i in range(len(entries) - 1):
+        ax.annotate(
+            "",
+            xy=(ux[i + 1], ay[i + 1]),
+            xytext=(ux[i], ay[i]),
+            arrowprops={"arrowstyle": "->", "color": "0.4", "lw": 1},
+            zorder=2,
+        )
+    points = ax.scatter(ux, ay, c=steps, cmap="viridis", s=40, zorder=3)
+    fig.colorbar(points, ax=ax, label="training step")
+    ax.scatter(ux[:1], ay[:1], marker="o", s=160, facecolors="none", edgecolors="tab:green", lw=2, label="start")
+    ax.scatter(ux[-1:], ay[-1:], marker="*", s=220, color="tab:red", zorder=4, label="end")
+    ax.set_xlabel(r"$\ell_{\mathrm{uniform}}$ (lower is better)")
+    ax.set_ylabel(r"$\ell_{\mathrm{align}}$ (lower is better)")
+    return _save(fig, ax, "Alignment vs uniformity during training", path, dpi)
+
+
+def _plot_stsb_dev(entries: Sequence[Mapping[str, Any]], path: Path, dpi: int) -> Path:
+    """STS-B dev Spearman per evaluation step, the best one starred."""
+    steps = [e["step"] for e in entries]
+    values = [e["eval_stsb_spearman"] for e in entries]
+    best = max(range(len(values)), key=values.__getitem__)
+    fig, ax = _axes((6, 4))
+    ax.plot(steps, values, marker="o", markersize=3, label="STS-B dev Spearman")
+    ax.scatter([steps[best]], [values[best]], marker="*", s=200, color="tab:red", zorder=3, label="best")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("Spearman correlation")
+    return _save(fig, ax, "STS-B development set during training", path, dpi)
+
+
 def plot_training(
     log_history: Sequence[Mapping[str, Any]],
     out_dir: str | os.PathLike[str],
@@ -110,66 +159,16 @@ def plot_training(
     feed the first plot, entries with ``eval_stsb_spearman`` the second. Returns {name: path} for the
     plots that had data.
     """
-    # Agg canvas on bare Figure objects: no pyplot global state, no display needed, and the caller's
-    # backend is left alone.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-
     au = sorted(
         (e for e in log_history if "eval_align" in e and "eval_uniform" in e and "step" in e),
         key=lambda e: e["step"],
     )
     if au:
-        steps = [e["step"] for e in au]
-        ux = [e["eval_uniform"] for e in au]
-        ay = [e["eval_align"] for e in au]
-        fig = Figure(figsize=(6, 5))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        ax.plot(ux, ay, color="0.6", linewidth=1, zorder=1, label="trajectory")
-        for i in range(len(au) - 1):
-            ax.annotate(
-                "",
-                xy=(ux[i + 1], ay[i + 1]),
-                xytext=(ux[i], ay[i]),
-                arrowprops={"arrowstyle": "->", "color": "0.4", "lw": 1},
-                zorder=2,
-            )
-        points = ax.scatter(ux, ay, c=steps, cmap="viridis", s=40, zorder=3)
-        fig.colorbar(points, ax=ax, label="training step")
-        ax.scatter(ux[:1], ay[:1], marker="o", s=160, facecolors="none", edgecolors="tab:green", lw=2, label="start")
-        ax.scatter(ux[-1:], ay[-1:], marker="*", s=220, color="tab:red", zorder=4, label="end")
-        ax.set_xlabel(r"$\ell_{\mathrm{uniform}}$ (lower is better)")
-        ax.set_ylabel(r"$\ell_{\mathrm{align}}$ (lower is better)")
-        ax.set_title("Alignment vs uniformity during training")
-        ax.legend(loc="best")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / "align_uniform.png"
-        fig.savefig(path, dpi=dpi)
-        written["align_uniform"] = path
-
+        written["align_uniform"] = _plot_align_uniform(au, out / "align_uniform.png", dpi)
     dev = sorted((e for e in log_history if "eval_stsb_spearman" in e and "step" in e), key=lambda e: e["step"])
     if dev:
-        steps = [e["step"] for e in dev]
-        values = [e["eval_stsb_spearman"] for e in dev]
-        best = max(range(len(values)), key=values.__getitem__)
-        fig = Figure(figsize=(6, 4))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        ax.plot(steps, values, marker="o", markersize=3, label="STS-B dev Spearman")
-        ax.scatter([steps[best]], [values[best]], marker="*", s=200, color="tab:red", zorder=3, label="best")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("Spearman correlation")
-        ax.set_title("STS-B development set during training")
-        ax.legend(loc="best")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / "stsb_dev.png"
-        fig.savefig(path, dpi=dpi)
-        written["stsb_dev"] = path
+        written["stsb_dev"] = _plot_stsb_dev(dev, out / "stsb_dev.png", dpi)
     return written

@@ -1,25 +1,30 @@
 """Command-line arguments of ``train.py``: three dataclasses parsed by ``HfArgumentParser``.
 
-Flag names and defaults are the original's (SPEC 2.2-2.4), so existing SimCSE command lines keep
-working; options added here are marked "(ours)" in their help text.
+Flag names and defaults are the original's (docs/FAITHFULNESS.md, "Training arguments and defaults"), so
+existing SimCSE command lines keep working; options added here are marked "(ours)" in their help text.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import TrainingArguments
 
-from simcse.losses import SIMILARITIES
+from simcse.environment import senteval_data_dir
 from simcse.poolers import POOLER_TYPES
+from simcse.settings import CONFIG_KEYS, DEFAULT_LENGTH_BUCKETS, TRAIN_POOLERS, RuntimeOptions, SimCSESettings
 
 logger = logging.getLogger(__name__)
 
-# The poolers that can be trained (the legacy first-last variant exists only to evaluate baselines).
-TRAIN_POOLERS = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
+
+def setting_field(name: str) -> Any:
+    """A dataclass field for the SimCSE setting ``name``, with the default and help of ``SimCSESettings``."""
+    spec = next(f for f in dataclasses.fields(SimCSESettings) if f.name == name)
+    return field(default=spec.default, metadata=dict(spec.metadata))
 
 
 @dataclass
@@ -36,36 +41,40 @@ class ModelArguments:
     use_fast_tokenizer: bool = field(default=True, metadata={"help": "Use a fast (Rust) tokenizer."})
     model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
     use_auth_token: bool = field(default=False, metadata={"help": "Use the stored hub token (private models)."})
-    temp: float = field(default=0.05, metadata={"help": "Softmax temperature tau."})
-    pooler_type: str = field(
-        default="cls", metadata={"help": f"Sentence pooler used in training, one of {', '.join(TRAIN_POOLERS)}."}
+    # The SimCSE settings: defaults, help and checks live in simcse.settings.SimCSESettings.
+    temp: float = setting_field("temp")
+    pooler_type: str = setting_field("pooler_type")
+    hard_negative_weight: float = setting_field("hard_negative_weight")
+    do_mlm: bool = setting_field("do_mlm")
+    mlm_weight: float = setting_field("mlm_weight")
+    mlp_only_train: bool = setting_field("mlp_only_train")
+    gather_negatives: bool = setting_field("gather_negatives")
+    similarity: str = setting_field("similarity")
+    # How the heads start (simcse.checkpoints); what was done is recorded (config mlm_head_init, run record).
+    mlm_head_from_checkpoint: bool = field(
+        default=False,
+        metadata={
+            "help": "(ours) With --do_mlm from a pre-trained BERT checkpoint, start the MLM head from its "
+            "cls.predictions.* weights; default: a freshly initialised head. RoBERTa always starts from the "
+            "checkpoint's lm_head.*, and a SimCSE checkpoint's trained head is always kept (README: Starting from "
+            "a checkpoint)."
+        },
     )
-    hard_negative_weight: float = field(
-        default=0.0, metadata={"help": "LOG of the weight of an anchor's own hard negative (0 = weight 1)."}
-    )
-    do_mlm: bool = field(default=False, metadata={"help": "Add the auxiliary masked-LM loss."})
-    mlm_weight: float = field(default=0.1, metadata={"help": "Weight lambda of the MLM loss."})
-    mlp_only_train: bool = field(
-        default=False, metadata={"help": "Use the MLP in training only; embeddings are the raw [CLS] (unsup recipe)."}
-    )
-    gather_negatives: bool = field(
-        default=True,
-        metadata={"help": "(ours) Under DDP, use every rank's sentences as negatives, as the paper does."},
-    )
+    # Speed only (simcse.settings.RuntimeOptions): the same loss, computed differently.
     length_buckets: int = field(
-        default=0,
+        default=DEFAULT_LENGTH_BUCKETS,
         metadata={
             "help": "(ours) Encode each training batch as N length-sorted buckets, each padded to its own length: "
-            "same loss, ~25% fewer positions on wiki data (4: 1.05-1.2x faster on CPU); 1 = one padded pass as the "
-            "original; 0 (default) = 4 on the CPU, 1 on GPUs and under --torch_compile."
+            "same loss, about a quarter fewer positions on wiki data (4: 1.05-1.2x faster on CPU); 1 = one padded "
+            "pass as the original; 0 (default) = 4 on the CPU, 1 on GPUs and under --torch_compile."
         },
     )
     cls_only_last_layer: bool = field(
-        default=True,
+        default=RuntimeOptions.cls_only_last_layer,
         metadata={
             "help": "(ours) With a cls/cls_before_pooler pooler, run the last layer's query, output and feed-forward "
-            "at [CLS] only in training (the loss reads nothing else): same loss, 1.1-1.2x faster steps; "
-            "false = the full last layer, as the original."
+            "at [CLS] only, in training and in the in-training evaluation (the loss and the dev vectors read "
+            "nothing else): same numbers, faster steps; false = the full last layer, as the original."
         },
     )
     attn_implementation: str | None = field(
@@ -79,47 +88,34 @@ class ModelArguments:
             "Paper Table 3 varies it."
         },
     )
+    # An ablation of the training forward (simcse.settings.RuntimeOptions.same_dropout_mask): not saved.
     same_dropout_mask: bool = field(
-        default=False,
+        default=RuntimeOptions.same_dropout_mask,
         metadata={
             "help": "(ours) Unsupervised ablation 'fixed 0.1' (paper Table 3): both views of a sentence share one "
             "dropout mask, i.e. each sentence is encoded once and that embedding is both z1 and z2 (the two views "
             "are identical). Needs 2 identical sentences per example."
         },
     )
-    similarity: str = field(
-        default="cosine",
-        metadata={
-            "help": "(ours) Similarity in the contrastive loss: cosine (the paper's) or dot (dot product without "
-            "normalisation, paper Table D.1; still divided by --temp, so use --temp 1 for the plain dot product)."
-        },
-    )
 
     def __post_init__(self) -> None:
-        if self.pooler_type not in TRAIN_POOLERS:
-            raise ValueError(f"--pooler_type {self.pooler_type!r} is not one of: {', '.join(TRAIN_POOLERS)}")
-        if self.length_buckets < 0:
-            raise ValueError(f"--length_buckets must be >= 0 (0 = automatic), got {self.length_buckets}")
-        if self.temp <= 0:
-            raise ValueError(f"--temp must be positive, got {self.temp}")
+        self.simcse_settings()  # one ValueError naming the first bad value
+        self.runtime_options()
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.similarity not in SIMILARITIES:
-            raise ValueError(f"--similarity {self.similarity!r} is not one of: {', '.join(SIMILARITIES)}")
 
-    def simcse_settings(self) -> dict:
+    def simcse_settings(self) -> SimCSESettings:
         """The settings recorded in the checkpoint's config.json."""
-        return {
-            "pooler_type": self.pooler_type,
-            "temp": self.temp,
-            "hard_negative_weight": self.hard_negative_weight,
-            "do_mlm": self.do_mlm,
-            "mlm_weight": self.mlm_weight,
-            "mlp_only_train": self.mlp_only_train,
-            "gather_negatives": self.gather_negatives,
-            # Recorded only when not the default, so checkpoints of the paper's recipe keep their config.
-            **({"similarity": self.similarity} if self.similarity != "cosine" else {}),
-        }
+        return SimCSESettings(**{key: getattr(self, key) for key in CONFIG_KEYS})
+
+    def runtime_options(self) -> RuntimeOptions:
+        """The speed options handed to the model when it is built."""
+        return RuntimeOptions(
+            length_buckets=self.length_buckets,
+            cls_only_last_layer=self.cls_only_last_layer,
+            attn_implementation=self.attn_implementation,
+            same_dropout_mask=self.same_dropout_mask,
+        )
 
 
 @dataclass
@@ -128,7 +124,9 @@ class DataTrainingArguments:
 
     dataset_name: str | None = field(default=None, metadata={"help": "Unused (the original ignored it too)."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Unused."})
-    overwrite_cache: bool = field(default=False, metadata={"help": "Unused: tokenisation is not cached on disk."})
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Rebuild the cached tokenised training set even if a complete one exists."}
+    )
     validation_split_percentage: int | None = field(default=5, metadata={"help": "Unused."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
     train_file: str | None = field(
@@ -142,6 +140,14 @@ class DataTrainingArguments:
     mlm_probability: float = field(default=0.15, metadata={"help": "Masking rate of the MLM objective."})
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "(ours) Round the padded length up to a multiple (8 suits tensor cores)."}
+    )
+    data_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "(ours) Where the tokenised training set is cached (memory-mapped, reused while the file, "
+            "tokenizer and settings are unchanged); default $HF_DATASETS_CACHE/simcse, else "
+            "~/.cache/huggingface/datasets/simcse. (--cache_dir is the hub model cache.)"
+        },
     )
     augmentation: str | None = field(
         default=None,
@@ -231,13 +237,8 @@ class OurTrainingArguments(TrainingArguments):
 
 
 def resolve_senteval_data_dir(explicit: str | None = None) -> str:
-    """Data folder for SentEval: explicit > $SENTEVAL_DATA_DIR > <repo>/SentEval/data/downstream."""
-    if explicit:
-        return explicit
-    env = os.environ.get("SENTEVAL_DATA_DIR")
-    if env:
-        return env
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "SentEval", "data", "downstream")
+    """Data folder for SentEval (see ``simcse.environment.senteval_data_dir``)."""
+    return str(senteval_data_dir(explicit))
 
 
 __all__ = [

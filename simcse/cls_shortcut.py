@@ -10,27 +10,38 @@ row, output projection and feed-forward for one: about 10/12 of a layer's matrix
 
 The result is the same function (tested to float rounding, values and gradients); dropout is drawn for
 the elements that are computed, with the same probabilities, so the training objective is unchanged.
-Training and evaluation use it; ``sent_emb=True`` and the inference tool keep the full ``last_hidden_state``.
+Training, evaluation and the inference tool use it (``RuntimeOptions.cls_only_last_layer``, on by
+default); ``sent_emb=True`` keeps the full ``last_hidden_state``.
 
-The first n-1 layers are run by transformers' own forward (with its masks and attention kernels) on a
-temporary copy of the layer list without the last layer; the last layer is then applied through its
-own submodules (``attention.self.query/key/value``, ``attention.output``, ``intermediate``, ``output``),
-the parameter names every BERT/RoBERTa checkpoint has. Encoders that do not look like that (relative
-position embeddings, decoders, other layouts) are run in full. Because the layer list is swapped for the
-duration of a call, the shortcut is for a single-threaded loop (training, evaluation): another thread
-running the same model object meanwhile would see the shortened list. The inference tool does not use it.
+The encoder is run through its own modules, none of them changed or swapped: the embeddings,
+transformers' bidirectional mask for ``config._attn_implementation`` (``create_bidirectional_mask``,
+as ``BertModel.forward`` builds it), then the layer modules one by one. The last layer is applied
+through its submodules (``attention.self.query/key/value``, ``attention.output``, ``intermediate``,
+``output``; the parameter names every BERT/RoBERTa checkpoint has) and its [CLS] attention row is
+computed by transformers' attention function for the configured implementation
+(``ALL_ATTENTION_FUNCTIONS``, ``eager_attention_forward`` for eager). Several threads may therefore run
+the same model. Encoders that do not look like that (relative position embeddings, decoders, attention
+kernels other than eager and sdpa, other layouts) are run in full.
+
+Kept rather than removed (issue 15) because it pays: 1.14x training sentences/s on all-MiniLM-L6-v2
+(batch 64, len 32, CPU; benchmarks/bench_features.py, variant ``cls_only_last_layer`` against the full last
+layer in the same process) and 1.10x in evaluation (benchmarks/README.md). This rebuild does the same
+arithmetic as the layer-list version it replaces: a seeded 12-step unsupervised run gives bitwise the same
+losses and dev metrics. See also docs/FAITHFULNESS.md ("Poolers").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
-import torch.nn.functional as F
 from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.bert.modeling_bert import eager_attention_forward
 
 CLS_POOLERS = ("cls", "cls_before_pooler")  # the poolers that read position 0 of the last layer only
+
+# Attention kernels whose mask is a dense (n, 1, L, L) tensor or None, so the [CLS] row can be taken.
+SUPPORTED_ATTENTION = ("eager", "sdpa")
 
 _LAYER_PARTS = (
     "attention.self.query",
@@ -48,42 +59,36 @@ def supports_cls_shortcut(encoder: nn.Module) -> bool:
     config = encoder.config
     if getattr(config, "position_embedding_type", "absolute") != "absolute" or getattr(config, "is_decoder", False):
         return False
+    if getattr(config, "_attn_implementation", None) not in SUPPORTED_ATTENTION:
+        return False
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)
-    if not isinstance(layers, nn.ModuleList) or len(layers) < 1:
+    if getattr(encoder, "embeddings", None) is None or not isinstance(layers, nn.ModuleList) or len(layers) < 1:
         return False
     last = layers[-1]
     names = {name for name, _ in last.named_modules()}
     attn = getattr(getattr(last, "attention", None), "self", None)
-    has_heads = hasattr(attn, "num_attention_heads") and hasattr(attn, "attention_head_size")
+    has_heads = all(hasattr(attn, a) for a in ("num_attention_heads", "attention_head_size", "scaling", "config"))
     return has_heads and all(part in names for part in _LAYER_PARTS)
 
 
-@contextmanager
-def _without_last_layer(encoder: nn.Module) -> Iterator[nn.Module]:
-    """Let transformers run the first n-1 layers; yields the last one. The layer list is restored
-    afterwards, whatever happens, so parameters and ``state_dict`` never change."""
-    body = encoder.encoder
-    layers = body.layer
-    body.layer = layers[:-1]  # a new ModuleList holding the same layer modules
-    try:
-        yield layers[-1]
-    finally:
-        body.layer = layers
-
-
-def first_position_of_last_layer(layer: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """A BERT/RoBERTa layer's output at position 0. hidden: (n, L, H) input of the layer; returns (n, 1, H)."""
+def first_position_of_last_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A BERT/RoBERTa layer's output at position 0; hidden: (n, L, H) input of the layer; mask: the
+    encoder's attention mask for its kernel ((n, 1, L, L), or None without padding), or a plain (n, L)
+    padding mask. Returns (n, 1, H)."""
     attn = layer.attention.self
+    if mask is not None and mask.dim() == 2:
+        mask = create_bidirectional_mask(config=attn.config, inputs_embeds=hidden, attention_mask=mask)
     n, length, _ = hidden.shape
     heads, head_dim = attn.num_attention_heads, attn.attention_head_size
     first = hidden[:, :1]  # (n, 1, H)
     q = attn.query(first).view(n, 1, heads, head_dim).transpose(1, 2)  # (n, h, 1, d)
     k = attn.key(hidden).view(n, length, heads, head_dim).transpose(1, 2)  # (n, h, L, d)
     v = attn.value(hidden).view(n, length, heads, head_dim).transpose(1, 2)  # (n, h, L, d)
-    keep = attention_mask[:, None, None, :].bool()  # (n, 1, 1, L): padded keys are masked out
-    dropout = attn.dropout.p if layer.training else 0.0  # attention-probability dropout, as the layer's own
-    context = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout)  # (n, h, 1, d)
-    context = context.transpose(1, 2).reshape(n, 1, heads * head_dim)  # (n, 1, H)
+    row_mask = None if mask is None else mask[:, :, :1, :]  # (n, 1, 1, L): the [CLS] query's row
+    attention = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
+    dropout = attn.dropout.p if attn.training else 0.0  # attention-probability dropout, as the layer's own
+    context, _ = attention(attn, q, k, v, row_mask, dropout=dropout, scaling=attn.scaling)  # (n, 1, h, d)
+    context = context.reshape(n, 1, heads * head_dim)  # (n, 1, H)
     attended = layer.attention.output(context, first)  # dense, dropout, LayerNorm(. + residual)
     return layer.output(layer.intermediate(attended), attended)  # feed-forward, dropout, LayerNorm
 
@@ -94,12 +99,14 @@ def encode_first_position(
     attention_mask: torch.Tensor,
     token_type_ids: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The encoder's last hidden state at position 0, (n, 1, H), skipping the rest of the last layer."""
-    with _without_last_layer(encoder) as last:
-        hidden = encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
-        ).last_hidden_state  # (n, L, H): input of the last layer
-    return first_position_of_last_layer(last, hidden, attention_mask)
+    """The encoder's last hidden state at position 0, (n, 1, H): the steps of ``BertModel.forward`` for an
+    encoder (embeddings, mask, layers), with the last layer at [CLS] only."""
+    hidden = encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)  # (n, L, H)
+    mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    layers = encoder.encoder.layer
+    for layer in layers[:-1]:
+        hidden = layer(hidden, mask)  # (n, L, H)
+    return first_position_of_last_layer(layers[-1], hidden, mask)
 
 
 def cls_embedding(

@@ -1,4 +1,5 @@
-"""Convert SimCSE checkpoints, in place, to plain HF ``BertModel``/``RobertaModel`` folders (SPEC 4).
+"""Convert SimCSE checkpoints, in place, to plain HF ``BertModel``/``RobertaModel`` folders.
+(docs/FAITHFULNESS.md, "Checkpoint conversion")
 
 After conversion the SimCSE MLP is the HF ``pooler.dense``, so ``pooler_output`` *is* the trained ``cls``
 embedding and ``last_hidden_state[:, 0]`` the ``cls_before_pooler`` one; the SimCSE fields
@@ -30,21 +31,17 @@ from typing import Any
 
 import torch
 
-from simcse.models import SINGLE_WEIGHT_FILES
+from simcse.loading import SINGLE_WEIGHT_FILES
 from simcse.poolers import check_pooler_type, eval_pooler_from_config
+from simcse.settings import CONFIG_KEYS
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES: dict[str, str] = {"bert": "BertModel", "roberta": "RobertaModel"}
 MLM_HEAD_PREFIXES: tuple[str, ...] = ("cls.predictions.", "lm_head.")
-SIMCSE_CONFIG_FIELDS: tuple[str, ...] = (
-    "pooler_type",
-    "temp",
-    "mlp_only_train",
-    "hard_negative_weight",
-    "do_mlm",
-    "mlm_weight",
-)
+# Every SimCSE setting's config.json key (simcse.settings), then what load_cl_model records about the run:
+# with do_mlm, what the MLM head started from, "checkpoint" or "fresh" (simcse.checkpoints).
+SIMCSE_CONFIG_FIELDS: tuple[str, ...] = (*CONFIG_KEYS, "mlm_head_init")
 
 
 class ExportError(ValueError):
@@ -233,30 +230,8 @@ def convert_checkpoint(
     if report.architectures_before is None:
         report.notes.append(f"config.json had no 'architectures'; set from model_type={model_type!r}")
 
-    changed_weights = False
-    for file in weight_files:
-        state, metadata = load_state_dict(file)
-        sub_report = ConversionReport(path=folder, model_type=model_type)
-        new_state = _convert_state_dict(state, model_type, drop_mlm_head, sub_report)
-        report.renamed_keys += sub_report.renamed_keys
-        report.dropped_keys += sub_report.dropped_keys
-        report.kept_mlm_keys = max(report.kept_mlm_keys, sub_report.kept_mlm_keys)
-        report.notes += sub_report.notes
-        report.has_trained_pooler = report.has_trained_pooler or "pooler.dense.weight" in new_state
-        if sub_report.renamed_keys or sub_report.dropped_keys or sub_report.notes:
-            save_state_dict(file, new_state, metadata)
-            changed_weights = True
-
-    new_config = dict(config)
-    new_config["architectures"] = [target_arch]
-    if pooler_type is not None and eval_pooler_from_config(ConfigView(config)) != pooler_type:
-        if config.get("pooler_type") is not None:
-            report.notes.append(
-                f"pooler override: config had pooler_type={config.get('pooler_type')!r} "
-                f"mlp_only_train={config.get('mlp_only_train')!r}; now {pooler_type!r}, False"
-            )
-        new_config["pooler_type"] = pooler_type
-        new_config["mlp_only_train"] = False
+    changed_weights = _convert_weight_files(weight_files, model_type, drop_mlm_head, report)
+    new_config = _converted_config(config, target_arch, pooler_type, report)
     changed_config = new_config != config
     if changed_config:
         write_json(config_file, new_config)
@@ -273,6 +248,43 @@ def convert_checkpoint(
         logger.warning("%s: %s", folder, note)
     logger.info(report.summary())
     return report
+
+
+def _convert_weight_files(
+    weight_files: list[Path], model_type: str, drop_mlm_head: bool, report: ConversionReport
+) -> bool:
+    """Rename the keys of every weight file (rewritten only if something changed); True if one was."""
+    changed = False
+    for file in weight_files:
+        state, metadata = load_state_dict(file)
+        sub_report = ConversionReport(path=report.path, model_type=model_type)
+        new_state = _convert_state_dict(state, model_type, drop_mlm_head, sub_report)
+        report.renamed_keys += sub_report.renamed_keys
+        report.dropped_keys += sub_report.dropped_keys
+        report.kept_mlm_keys = max(report.kept_mlm_keys, sub_report.kept_mlm_keys)
+        report.notes += sub_report.notes
+        report.has_trained_pooler = report.has_trained_pooler or "pooler.dense.weight" in new_state
+        if sub_report.renamed_keys or sub_report.dropped_keys or sub_report.notes:
+            save_state_dict(file, new_state, metadata)
+            changed = True
+    return changed
+
+
+def _converted_config(
+    config: dict[str, Any], target_arch: str, pooler_type: str | None, report: ConversionReport
+) -> dict[str, Any]:
+    """``config`` with the plain-encoder architecture and, if given, the test-time ``pooler_type``."""
+    new_config = dict(config)
+    new_config["architectures"] = [target_arch]
+    if pooler_type is not None and eval_pooler_from_config(ConfigView(config)) != pooler_type:
+        if config.get("pooler_type") is not None:
+            report.notes.append(
+                f"pooler override: config had pooler_type={config.get('pooler_type')!r} "
+                f"mlp_only_train={config.get('mlp_only_train')!r}; now {pooler_type!r}, False"
+            )
+        new_config["pooler_type"] = pooler_type
+        new_config["mlp_only_train"] = False
+    return new_config
 
 
 class ConfigView:

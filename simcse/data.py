@@ -1,7 +1,8 @@
-"""Training data: reading the train file, tokenising it, and batching it (SPEC 2.5-2.7).
+"""Training data: reading the train file, tokenising it, and batching it (docs/FAITHFULNESS.md, "Training data").
 
 Everything the trainer needs from a raw ``.txt``/``.csv``/``.tsv`` file up to the ``(B, S, L)`` tensors the
-model consumes. Deliberate departures from the original, each fixing a documented quirk (SPEC 9):
+model consumes. Deliberate departures from the original, each fixing a documented quirk
+(docs/FAITHFULNESS.md, "Quirks kept and fixed"):
 
 * Files are read by this module, not by ``datasets`` builders, so behaviour no longer depends on the
   installed ``datasets`` version: ``.txt`` is split on ``"\\n"`` only (a Unicode line separator such as
@@ -20,9 +21,11 @@ from __future__ import annotations
 import codecs
 import csv
 import functools
+import hashlib
 import io
 import logging
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,34 +77,138 @@ class TrainingTexts:
         return TrainingDataSummary(self.source, self.num_examples, self.num_sent, self.blank_lines_skipped)
 
 
-def _decode(path: Path) -> str:
-    """Decode the whole file as UTF-8 (a leading BOM is dropped), reporting the line of the first bad byte."""
-    raw = path.read_bytes()
-    start = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        return raw[start:].decode("utf-8")
-    except UnicodeDecodeError as err:
-        offset = start + err.start
-        line = raw.count(b"\n", 0, offset) + 1
-        raise DataFormatError(path, line, f"invalid UTF-8 byte 0x{raw[offset]:02x} (byte offset {offset})") from err
+_BLOCK_BYTES = 1 << 22  # 4 MiB read at a time: memory stays bounded however large the file is
 
 
-def _read_txt(path: Path, text: str) -> TrainingTexts:
-    lines = text.split("\n")  # "\n" only: str.splitlines would also split on U+2028, U+0085, ...
-    if lines and lines[-1] == "":
-        lines.pop()  # the terminator of the last line, not an empty line
-    sentences: list[str] = []
-    blank = 0
-    for line in lines:
-        line = line.removesuffix("\r")
-        if line.strip():
-            sentences.append(line)
-        else:
-            blank += 1
-    if not sentences:
-        raise DataFormatError(path, 0, "no examples (file is empty or blank)")
-    # Unsupervised SimCSE: the same sentence twice; the two dropout masks make the positive pair.
-    return TrainingTexts({"sent0": sentences, "sent1": list(sentences)}, 2, blank, str(path))
+class TrainingFileReader:
+    """Stream a training file's examples in file order, never holding the file or its sentences in memory.
+
+    Iterating yields ``(line, columns)``: the physical line an example starts on and its sentences in
+    ``sent0, sent1(, hard_neg)`` order; one column (``.txt`` or a one-column csv) means unsupervised data,
+    where each sentence is its own positive (``num_sent`` is then 2). The checks are the strict ones of this
+    module's docstring; each raises :class:`DataFormatError` when its line is reached, so a file with several
+    problems reports the first one in the file. ``blank_lines_skipped``, ``num_examples`` and ``sha256`` (the
+    hash of every byte read) are final once the iteration has ended; an empty result raises at the end.
+    """
+
+    def __init__(self, path: str | Path, delimiter: str | None = None, block_bytes: int = _BLOCK_BYTES) -> None:
+        self.path = Path(path)
+        check_training_file(self.path)  # missing / a folder / unreadable: one line before any work
+        suffix = self.path.suffix.lower()
+        if suffix not in (".txt", *_DELIMITERS):
+            raise DataFormatError(self.path, 0, f"unsupported extension {suffix!r} (expected .txt, .csv or .tsv)")
+        if suffix == ".txt" and delimiter is not None:
+            raise ValueError("delimiter only applies to .csv/.tsv training files")
+        self.delimiter = None if suffix == ".txt" else (delimiter if delimiter is not None else _DELIMITERS[suffix])
+        self.block_bytes = max(block_bytes, len(codecs.BOM_UTF8))
+        self.num_columns: int | None = None  # 1, 2 or 3; known once the first example (or csv header) is read
+        self.blank_lines_skipped = 0
+        self.num_examples = 0
+        self.bytes_read = 0
+        self._hash = hashlib.sha256()
+
+    @property
+    def num_sent(self) -> int:
+        """S: 2 for unsupervised data or pairs, 3 for triples with a hard negative."""
+        return max(self.num_columns or 1, 2)
+
+    @property
+    def format(self) -> str:
+        """What decides how the bytes are parsed: ``txt`` or ``csv`` with its delimiter."""
+        return "txt" if self.delimiter is None else f"csv{self.delimiter!r}"
+
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def _text_blocks(self) -> Iterator[str]:
+        """Decoded UTF-8 text in blocks that end at a ``\\n`` (the last one may not), a leading BOM dropped.
+
+        Cutting at newlines means a multi-byte character is never split between blocks (no byte of one is
+        0x0a), so a bad byte is found, with its line and byte offset, wherever it falls.
+        """
+        offset, line, carry = 0, 1, b""
+        with open(self.path, "rb") as fh:
+            while True:
+                raw = fh.read(self.block_bytes)
+                self._hash.update(raw)
+                first, eof = self.bytes_read == 0, not raw
+                self.bytes_read += len(raw)
+                if first and raw.startswith(codecs.BOM_UTF8):
+                    raw, offset = raw[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
+                data = carry + raw
+                if not eof:
+                    cut = data.rfind(b"\n") + 1
+                    if cut == 0:  # no line end yet: one long line, read on
+                        carry = data
+                        continue
+                    block, carry = data[:cut], data[cut:]
+                else:
+                    block, carry = data, b""
+                try:
+                    text = block.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    bad_line = line + block.count(b"\n", 0, err.start)
+                    problem = f"invalid UTF-8 byte 0x{block[err.start]:02x} (byte offset {offset + err.start})"
+                    raise DataFormatError(self.path, bad_line, problem) from err
+                yield text
+                if eof:
+                    return
+                line += block.count(b"\n")
+                offset += len(block)
+
+    def __iter__(self) -> Iterator[tuple[int, tuple[str, ...]]]:
+        records = self._txt_records() if self.delimiter is None else self._delimited_records()
+        for record in records:
+            self.num_examples += 1
+            yield record
+
+    def _txt_records(self) -> Iterator[tuple[int, tuple[str, ...]]]:
+        self.num_columns = 1
+        line_no = 0
+        for text in self._text_blocks():
+            lines = text.split("\n")  # "\n" only: str.splitlines would also split on U+2028, U+0085, ...
+            if lines[-1] == "":
+                lines.pop()  # the terminator of the block's last line, not an empty line
+            for line in lines:
+                line_no += 1
+                line = line.removesuffix("\r")
+                if line.strip():
+                    yield line_no, (line,)
+                else:
+                    self.blank_lines_skipped += 1
+        if self.num_examples == 0:
+            raise DataFormatError(self.path, 0, "no examples (file is empty or blank)")
+
+    def _physical_lines(self) -> Iterator[str]:
+        # Splitting each newline-ended block alone gives the same lines (and csv line numbers) as the whole text.
+        for text in self._text_blocks():
+            yield from io.StringIO(text, newline="")
+
+    def _delimited_records(self) -> Iterator[tuple[int, tuple[str, ...]]]:
+        reader = csv.reader(self._physical_lines(), delimiter=self.delimiter, strict=True)
+        header: list[str] | None = None
+        order: list[int] = []
+        row_start = 1
+        try:
+            for row in reader:
+                if not row:  # a blank physical line (pandas' skip_blank_lines=True did the same)
+                    self.blank_lines_skipped += 1
+                elif header is None:
+                    header = row
+                    if len(header) > len(COLUMN_NAMES):
+                        raise DataFormatError(self.path, row_start, f"{len(header)} columns, expected 1, 2 or 3")
+                    order = _column_order(header)
+                    self.num_columns = len(order)
+                elif len(row) != len(header):
+                    raise DataFormatError(self.path, row_start, f"{len(row)} fields, header has {len(header)}")
+                else:
+                    # Empty cells were None in the original (pandas) and became a single space before tokenising.
+                    yield row_start, tuple(row[i] if row[i] != "" else " " for i in order)
+                row_start = reader.line_num + 1  # a quoted field may span several physical lines
+        except csv.Error as err:
+            raise DataFormatError(self.path, row_start, f"CSV syntax error: {err}") from err
+        if self.num_examples == 0:
+            raise DataFormatError(self.path, 0, "no examples (file is empty or has only a header)")
 
 
 def _column_order(header: list[str]) -> list[int]:
@@ -113,58 +220,39 @@ def _column_order(header: list[str]) -> list[int]:
     return list(range(len(names)))
 
 
-def _read_delimited(path: Path, text: str, delimiter: str) -> TrainingTexts:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    header: list[str] | None = None
-    header_line = 0
-    rows: list[list[str]] = []
-    blank = 0
-    row_start = 1
+def check_training_file(path: str | Path) -> None:
+    """The ``--train_file`` door: the path must be an existing, readable file (checked before any work)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(path, 0, "training file not found; check --train_file")
+    if path.is_dir():
+        raise DataFormatError(path, 0, "is a folder, not a training file; pass a .txt, .csv or .tsv (--train_file)")
     try:
-        for row in reader:
-            if not row:  # a blank physical line (pandas' skip_blank_lines=True did the same)
-                blank += 1
-            elif header is None:
-                header, header_line = row, row_start
-                if len(header) > len(COLUMN_NAMES):
-                    raise DataFormatError(path, header_line, f"{len(header)} columns, expected 1, 2 or 3")
-            elif len(row) != len(header):
-                raise DataFormatError(path, row_start, f"{len(row)} fields, header has {len(header)}")
-            else:
-                rows.append(row)
-            row_start = reader.line_num + 1  # a quoted field may span several physical lines
-    except csv.Error as err:
-        raise DataFormatError(path, row_start, f"CSV syntax error: {err}") from err
-    if header is None or not rows:
-        raise DataFormatError(path, 0, "no examples (file is empty or has only a header)")
-    order = _column_order(header)
-    # Empty cells were None in the original (pandas) and became a single space before tokenising.
-    cols = [[row[i] if row[i] != "" else " " for row in rows] for i in order]
-    if len(cols) == 1:
-        cols.append(list(cols[0]))  # 1 column: unsupervised, each sentence is its own positive
-    return TrainingTexts(dict(zip(COLUMN_NAMES, cols)), len(cols), blank, str(path))
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as err:
+        raise DataFormatError(path, 0, f"cannot be read ({err.strerror or err})") from None
 
 
 def read_training_file(path: str | Path, delimiter: str | None = None) -> TrainingTexts:
     """Read a ``.txt`` (one sentence per line) or ``.csv``/``.tsv`` (header + 1, 2 or 3 columns) training file.
 
     ``delimiter`` overrides the extension's delimiter for ``.csv``/``.tsv`` files (e.g. a ``;``-separated
-    ``.csv``); it is an error for ``.txt``.
+    ``.csv``); it is an error for ``.txt``. All sentences are held in memory; :mod:`simcse.data_cache` streams
+    the same examples into an on-disk training set instead.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".txt", *_DELIMITERS):
-        raise DataFormatError(path, 0, f"unsupported extension {suffix!r} (expected .txt, .csv or .tsv)")
-    if suffix == ".txt" and delimiter is not None:
-        raise ValueError("delimiter only applies to .csv/.tsv training files")
-    text = _decode(path)
-    if suffix == ".txt":
-        texts = _read_txt(path, text)
-    else:
-        texts = _read_delimited(path, text, delimiter if delimiter is not None else _DELIMITERS[suffix])
-    if texts.blank_lines_skipped:
-        logger.warning("%s: skipped %d blank line(s)", path, texts.blank_lines_skipped)
-    return texts
+    reader = TrainingFileReader(path, delimiter)
+    cols: list[list[str]] = []
+    for _, record in reader:
+        if not cols:
+            cols = [[] for _ in record]
+        for col, sentence in zip(cols, record):
+            col.append(sentence)
+    if len(cols) == 1:
+        cols.append(list(cols[0]))  # unsupervised: each sentence is its own positive
+    if reader.blank_lines_skipped:
+        logger.warning("%s: skipped %d blank line(s)", reader.path, reader.blank_lines_skipped)
+    return TrainingTexts(dict(zip(COLUMN_NAMES, cols)), len(cols), reader.blank_lines_skipped, str(reader.path))
 
 
 def _tokenize_batch(
@@ -209,14 +297,26 @@ def build_train_dataset(
     return raw.map(fn, batched=True, num_proc=num_proc, remove_columns=raw.column_names, desc="Tokenizing")
 
 
-def apply_augmentation(texts: TrainingTexts, spec: str, seed: int = 42) -> None:
-    """The one place where the unsupervised pair is changed: ``sent1 = augment(sent0)`` (paper Table 1)."""
-    from simcse.augment import augment_sentences
+def augmented_view(sentences: list[str], spec: str, rng: random.Random, source: str | Path, columns: int) -> list[str]:
+    """The second view of unsupervised data made by ``spec`` (paper Table 1; simcse.augment): one draw of ``rng``
+    per sentence in file order, so the in-memory and the streamed (cached) training sets get the same texts.
 
-    if texts.num_sent != 2 or texts.columns["sent0"] != texts.columns["sent1"]:
-        raise DataFormatError(texts.source, 0, "--augmentation makes the second view of unsupervised data; "
-                              "this file has pairs")
-    texts.columns["sent1"] = augment_sentences(texts.columns["sent0"], spec, seed)
+    ``columns``: how many columns the file has; only one-column (unsupervised) data has a second view to make.
+    """
+    from simcse.augment import parse_augmentation
+
+    if columns != 1:
+        raise DataFormatError(
+            source, 0, f"--augmentation makes the second view of unsupervised data; this file has {columns} columns"
+        )
+    fn = parse_augmentation(spec)
+    return [fn(s, rng) for s in sentences]
+
+
+def apply_augmentation(texts: TrainingTexts, spec: str, seed: int = 42) -> None:
+    """In-memory path: ``sent1 = augment(sent0)`` with one RNG seeded with ``seed`` (see :func:`augmented_view`)."""
+    columns = 1 if texts.num_sent == 2 and texts.columns["sent0"] == texts.columns["sent1"] else texts.num_sent
+    texts.columns["sent1"] = augmented_view(texts.columns["sent0"], spec, random.Random(seed), texts.source, columns)
     logger.info("%s: second view augmented with %s (seed %d)", texts.source, spec, seed)
 
 

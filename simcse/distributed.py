@@ -1,4 +1,5 @@
-"""Gathering sentence embeddings across DDP ranks, the way SimCSE does it (SPEC 1.6).
+"""Gathering sentence embeddings across DDP ranks, the way SimCSE does it.
+(docs/FAITHFULNESS.md, "Distributed gathering")
 
 Each rank all-gathers z1/z2/z3 from every rank, then puts its *own* tensor back in its slot so
 that gradients flow into the local shard (``all_gather`` outputs carry no autograd history).

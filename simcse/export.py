@@ -1,4 +1,5 @@
-"""Turn SimCSE checkpoints into folders that every consumer reads the same way (SPEC 4, ANCHORS 2.5).
+"""Turn SimCSE checkpoints into folders that every consumer reads the same way.
+(docs/FAITHFULNESS.md, "Checkpoint conversion")
 
 One exported folder is, at the same time:
 
@@ -23,8 +24,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +98,69 @@ def _remove_st_files(folder: Path) -> list[str]:
     return removed
 
 
+def _st_pooler(root: Path, config: Mapping[str, Any], pooler: str | None) -> str:
+    """The pooler to export: the given one, else the config's test-time pooler. A layer-mixing pooler
+    raises :class:`UnsupportedPoolerError` after removing the ST files of an earlier export."""
+    if pooler is None:
+        pooler = eval_pooler_from_config(ConfigView(config))
+        if pooler is None:
+            raise ExportError(f"{root}: config.json records no pooler_type; pass the pooler explicitly")
+    check_pooler_type(pooler)
+    if pooler not in ST_POOLING_MODES:
+        removed = _remove_st_files(root)
+        extra = f" (removed stale {', '.join(removed)})" if removed else ""
+        raise UnsupportedPoolerError(
+            f"pooler {pooler!r} mixes several layers and has no sentence-transformers equivalent; "
+            f"sentence-transformers files not written{extra}. The folder still works with AutoModel and "
+            f"SimCSE(path, pooler={pooler!r}); export with cls, cls_before_pooler or avg for sentence-transformers."
+        )
+    return pooler
+
+
+def _mlp_as_dense(root: Path) -> dict[str, torch.Tensor]:
+    """The trained MLP (``pooler.dense``) under the key names of sentence-transformers' ``Dense``."""
+    state, _ = load_state_dict(find_weight_files(root)[0])
+    if "pooler.dense.weight" not in state:
+        raise ExportError(
+            f"{root}: pooler 'cls' needs the trained MLP at pooler.dense.* (run convert_checkpoint first, or "
+            f"use cls_before_pooler if the model was trained without an MLP)"
+        )
+    return {
+        "linear.weight": state["pooler.dense.weight"].clone(),  # (H, H)
+        "linear.bias": state["pooler.dense.bias"].clone(),  # (H,)
+    }
+
+
+def _st_configs(
+    pooler: str, hidden: int, max_seq_length: int, do_lower_case: bool, with_dense: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(modules.json, {relative path: JSON}) of the sentence-transformers files, in writing order."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    mode = ST_POOLING_MODES[pooler]
+    files: dict[str, Any] = {
+        "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": do_lower_case},
+        "1_Pooling/config.json": {
+            "word_embedding_dimension": hidden,
+            "pooling_mode_cls_token": mode == "cls",
+            "pooling_mode_mean_tokens": mode == "mean",
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        },
+    }
+    if with_dense:
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+        files["2_Dense/config.json"] = {
+            "in_features": hidden,
+            "out_features": hidden,
+            "bias": True,
+            "activation_function": "torch.nn.modules.activation.Tanh",
+        }
+    return modules, files
+
+
 def write_sentence_transformers_files(
     folder: str | os.PathLike[str],
     pooler: str | None = None,
@@ -114,91 +180,101 @@ def write_sentence_transformers_files(
     """
     root = Path(folder)
     config = read_json(root / "config.json")
-    if pooler is None:
-        pooler = eval_pooler_from_config(ConfigView(config))
-        if pooler is None:
-            raise ExportError(f"{root}: config.json records no pooler_type; pass the pooler explicitly")
-    check_pooler_type(pooler)
-    if pooler not in ST_POOLING_MODES:
-        removed = _remove_st_files(root)
-        extra = f" (removed stale {', '.join(removed)})" if removed else ""
-        raise UnsupportedPoolerError(
-            f"pooler {pooler!r} mixes several layers and has no sentence-transformers equivalent; "
-            f"sentence-transformers files not written{extra}. The folder still works with AutoModel and "
-            f"SimCSE(path, pooler={pooler!r}); export with cls, cls_before_pooler or avg for sentence-transformers."
-        )
-    hidden = int(config["hidden_size"])
-    dense_weights: dict[str, torch.Tensor] | None = None
-    if pooler == "cls":
-        state, _ = load_state_dict(find_weight_files(root)[0])
-        if "pooler.dense.weight" not in state:
-            raise ExportError(
-                f"{root}: pooler 'cls' needs the trained MLP at pooler.dense.* (run convert_checkpoint first, or "
-                f"use cls_before_pooler if the model was trained without an MLP)"
-            )
-        dense_weights = {
-            "linear.weight": state["pooler.dense.weight"].clone(),  # (H, H)
-            "linear.bias": state["pooler.dense.bias"].clone(),  # (H,)
-        }
+    pooler = _st_pooler(root, config, pooler)
+    dense_weights = _mlp_as_dense(root) if pooler == "cls" else None
+    modules, files = _st_configs(pooler, int(config["hidden_size"]), max_seq_length, do_lower_case,
+                                 with_dense=dense_weights is not None)
 
     _remove_st_files(root)
     written: list[str] = []
-
-    def put(rel: str, data: Any) -> None:
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_json(target, data)
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_json(root / rel, data)
         written.append(rel)
-
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
-    if dense_weights is not None:
-        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
-    mode = ST_POOLING_MODES[pooler]
-    put("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": do_lower_case})
-    put(
-        "1_Pooling/config.json",
-        {
-            "word_embedding_dimension": hidden,
-            "pooling_mode_cls_token": mode == "cls",
-            "pooling_mode_mean_tokens": mode == "mean",
-            "pooling_mode_max_tokens": False,
-            "pooling_mode_mean_sqrt_len_tokens": False,
-        },
-    )
     if dense_weights is not None:
         from safetensors.torch import save_file
 
-        put(
-            "2_Dense/config.json",
-            {
-                "in_features": hidden,
-                "out_features": hidden,
-                "bias": True,
-                "activation_function": "torch.nn.modules.activation.Tanh",
-            },
-        )
         atomic_write(
             root / "2_Dense" / "model.safetensors",
             lambda p: save_file(dense_weights, str(p), metadata={"format": "pt"}),
         )
         written.append("2_Dense/model.safetensors")
-    put(
-        "config_sentence_transformers.json",
-        {
-            "__version__": {"pytorch": torch.__version__.split("+")[0]},
-            "prompts": {},
-            "default_prompt_name": None,
-            "similarity_fn_name": "cosine",
-        },
-    )
-    put("modules.json", modules)  # last: its presence is what makes ST treat the folder as an ST model
+    st_config = {
+        "__version__": {"pytorch": torch.__version__.split("+")[0]},
+        "prompts": {},
+        "default_prompt_name": None,
+        "similarity_fn_name": "cosine",
+    }
+    # modules.json last: its presence is what makes ST treat the folder as an ST model
+    for rel, data in (("config_sentence_transformers.json", st_config), ("modules.json", modules)):
+        write_json(root / rel, data)
+        written.append(rel)
     return written
 
 
 # ----------------------------------------------------------------------------------------- model card
+
+
+# How each pooler's embedding is read from ``AutoModel`` output in the card's transformers example.
+_CARD_HF_EMBEDDING: dict[str, str] = {
+    "cls": "emb = out.pooler_output  # the trained SimCSE MLP over [CLS]",
+    "cls_before_pooler": "emb = out.last_hidden_state[:, 0]  # raw [CLS], no MLP",
+    "avg": "m = batch['attention_mask'].unsqueeze(-1)\n"
+    "emb = (out.last_hidden_state * m).sum(1) / m.sum(1)  # masked mean",
+}
+_CARD_HF_EMBEDDING_OTHER = "# see simcse.poolers.embed_with_hf_encoder for this pooler"
+
+
+def _card_template(name: str) -> string.Template:
+    """A template of ``simcse/templates`` (packaged with the library: pyproject.toml package-data)."""
+    return string.Template(resources.files("simcse").joinpath("templates", name).read_text(encoding="utf-8"))
+
+
+def _card_facts(
+    config: Mapping[str, Any], base_model: str | None, metrics: Mapping[str, float] | None
+) -> list[str]:
+    """The optional bullet lines of the card: base model, SimCSE training settings, metrics."""
+    facts = []
+    if base_model:
+        facts.append(f"- base model: `{base_model}`")
+    simcse_fields = {k: config[k] for k in SIMCSE_CONFIG_FIELDS if k in config}
+    if simcse_fields:
+        facts.append("- training settings: " + ", ".join(f"`{k}={v}`" for k, v in simcse_fields.items()))
+    if metrics:
+        facts.append("- metrics: " + ", ".join(f"`{k}`={v:.4f}" for k, v in sorted(metrics.items())))
+    return facts
+
+
+def render_model_card(
+    config: Mapping[str, Any],
+    name: str,
+    *,
+    pooler: str | None = None,
+    base_model: str | None = None,
+    max_seq_length: int = 128,
+    sentence_transformers: bool = True,
+    metrics: Mapping[str, float] | None = None,
+) -> str:
+    """The ``README.md`` text: ``simcse/templates/model_card.md`` filled from the folder's config."""
+    pooler_text = pooler or "unknown (pass `pooler=` explicitly)"
+    tags = ["simcse", "sentence-similarity", "feature-extraction", "transformers"]
+    if sentence_transformers:
+        tags.insert(0, "sentence-transformers")
+    usage = f"model_card_{'' if sentence_transformers else 'no_'}sentence_transformers.md"
+    return _card_template("model_card.md").substitute(
+        library_name="sentence-transformers" if sentence_transformers else "transformers",
+        pipeline_tag="sentence-similarity" if sentence_transformers else "feature-extraction",
+        tags="\n".join(f"- {t}" for t in tags),
+        base_model_front_matter=f"\nbase_model: {base_model}" if base_model else "",
+        marker=_CARD_MARKER,
+        name=name,
+        pooler=pooler_text,
+        hidden_size=config.get("hidden_size"),
+        max_seq_length=max_seq_length,
+        more_facts="".join(f"\n{line}" for line in _card_facts(config, base_model, metrics)),
+        sentence_transformers_usage=_card_template(usage).substitute(name=name, pooler=pooler_text),
+        embedding_lines=_CARD_HF_EMBEDDING.get(pooler or "", _CARD_HF_EMBEDDING_OTHER),
+    )
 
 
 def write_model_card(
@@ -212,7 +288,7 @@ def write_model_card(
     metrics: Mapping[str, float] | None = None,
     overwrite: bool = False,
 ) -> Path | None:
-    """Write ``README.md`` (YAML front matter + usage) for the exported folder.
+    """Write ``README.md`` (YAML front matter + usage, see :func:`render_model_card`) for the exported folder.
 
     An existing README not written by this function is left alone unless ``overwrite`` (it may be a
     hand-written card). Returns the path written, or None when skipped.
@@ -222,99 +298,66 @@ def write_model_card(
     if target.exists() and not overwrite and _CARD_MARKER not in target.read_text(encoding="utf-8"):
         logger.info("%s exists and was not generated by simcse.export; left unchanged", target)
         return None
-    config = read_json(root / "config.json")
-    name = model_name or root.resolve().name
-    hidden = config.get("hidden_size")
-    tags = ["simcse", "sentence-similarity", "feature-extraction", "transformers"]
-    if sentence_transformers:
-        tags.insert(0, "sentence-transformers")
-    front = ["---"]
-    front.append(f"library_name: {'sentence-transformers' if sentence_transformers else 'transformers'}")
-    front.append("pipeline_tag: sentence-similarity" if sentence_transformers else "pipeline_tag: feature-extraction")
-    front.append("tags:")
-    front += [f"- {t}" for t in tags]
-    if base_model:
-        front.append(f"base_model: {base_model}")
-    front.append("---")
-
-    simcse_fields = {k: config[k] for k in SIMCSE_CONFIG_FIELDS if k in config}
-    pooler_text = pooler or "unknown (pass `pooler=` explicitly)"
-    hf_line = {
-        "cls": "emb = out.pooler_output  # the trained SimCSE MLP over [CLS]",
-        "cls_before_pooler": "emb = out.last_hidden_state[:, 0]  # raw [CLS], no MLP",
-        "avg": "m = batch['attention_mask'].unsqueeze(-1)\n"
-        "emb = (out.last_hidden_state * m).sum(1) / m.sum(1)  # masked mean",
-    }.get(pooler or "", "# see simcse.poolers.embed_with_hf_encoder for this pooler")
-    body = [
-        _CARD_MARKER,
-        f"# {name}",
-        "",
-        "A SimCSE sentence encoder (Gao, Yao & Chen, 2021, *SimCSE: Simple Contrastive Learning of Sentence "
-        "Embeddings*), exported so that the SimCSE tool, `transformers` and `sentence-transformers` give the "
-        "same embeddings.",
-        "",
-        f"- pooler used at test time: `{pooler_text}`",
-        f"- output dimension: {hidden}; max sequence length: {max_seq_length}; similarity: cosine",
-    ]
-    if base_model:
-        body.append(f"- base model: `{base_model}`")
-    if simcse_fields:
-        body.append("- training settings: " + ", ".join(f"`{k}={v}`" for k, v in simcse_fields.items()))
-    if metrics:
-        body.append("- metrics: " + ", ".join(f"`{k}`={v:.4f}" for k, v in sorted(metrics.items())))
-    body += [
-        "",
-        "## Usage (SimCSE tool)",
-        "",
-        "```python",
-        "from simcse import SimCSE",
-        "",
-        f'model = SimCSE("{name}")  # pooler read from config.json',
-        'emb = model.encode(["A man is playing a guitar."])',
-        "```",
-        "",
-    ]
-    if sentence_transformers:
-        body += [
-            "## Usage (sentence-transformers)",
-            "",
-            "```python",
-            "from sentence_transformers import SentenceTransformer",
-            "",
-            f'model = SentenceTransformer("{name}")',
-            'emb = model.encode(["A man is playing a guitar."])',
-            "```",
-            "",
-        ]
-    else:
-        body += [
-            f"This pooler (`{pooler_text}`) has no sentence-transformers equivalent: use the SimCSE tool or "
-            "`transformers`.",
-            "",
-        ]
-    body += [
-        "## Usage (transformers)",
-        "",
-        "```python",
-        "import torch",
-        "from transformers import AutoModel, AutoTokenizer",
-        "",
-        f'tok = AutoTokenizer.from_pretrained("{name}")',
-        f'model = AutoModel.from_pretrained("{name}").eval()',
-        'batch = tok(["A man is playing a guitar."], padding=True, truncation=True, '
-        f"max_length={max_seq_length}, return_tensors='pt')",
-        "with torch.no_grad():",
-        "    out = model(**batch)",
-        *hf_line.splitlines(),
-        "```",
-        "",
-    ]
-    text = "\n".join(front + body)
+    text = render_model_card(
+        read_json(root / "config.json"),
+        model_name or root.resolve().name,
+        pooler=pooler,
+        base_model=base_model,
+        max_seq_length=max_seq_length,
+        sentence_transformers=sentence_transformers,
+        metrics=metrics,
+    )
     atomic_write(target, lambda p: p.write_text(text, encoding="utf-8"))
     return target
 
 
 # ----------------------------------------------------------------------------------------- pipelines
+
+
+def already_exported(
+    folder: str | os.PathLike[str],
+    pooler: str | None = None,
+    *,
+    sentence_transformers: bool = True,
+    drop_mlm_head: bool = False,
+) -> bool:
+    """Whether :func:`export_folder` would find nothing to do: plain HF weights and architecture, the asked
+    pooler recorded, the sentence-transformers files (when wanted) and the model card present. The command
+    line then says so and leaves the folder untouched, instead of rewriting those files."""
+    from simcse.convert import MLM_HEAD_PREFIXES, SUPPORTED_MODEL_TYPES
+
+    root = Path(folder)
+    try:
+        config = read_json(root / "config.json")
+        files = find_weight_files(root)
+    except (OSError, ValueError):
+        return False
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES or config.get("architectures") != [SUPPORTED_MODEL_TYPES[model_type]]:
+        return False
+    if pooler is not None and eval_pooler_from_config(ConfigView(config)) != pooler:
+        return False
+    if sentence_transformers and not (root / "modules.json").is_file():
+        return False
+    card = root / "README.md"
+    if not card.is_file() or _CARD_MARKER not in card.read_text(encoding="utf-8", errors="replace"):
+        return False
+    for file in files:
+        keys = _weight_keys(file)
+        if any(k.startswith((f"{model_type}.", "mlp.")) for k in keys):
+            return False
+        if drop_mlm_head and any(k.startswith(MLM_HEAD_PREFIXES) for k in keys):
+            return False
+    return True
+
+
+def _weight_keys(file: Path) -> list[str]:
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as f:
+            return list(f.keys())
+    return list(load_state_dict(file)[0])
 
 
 def export_folder(

@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 import torch
 
-# 0 = automatic: CPU_LENGTH_BUCKETS on the CPU, one padded pass (the original layout) elsewhere.
-DEFAULT_LENGTH_BUCKETS = 0
+from simcse.encode import length_order, restore_order
+from simcse.settings import DEFAULT_LENGTH_BUCKETS  # 0 = automatic: CPU_LENGTH_BUCKETS on the CPU, else 1
+
 CPU_LENGTH_BUCKETS = 4  # the best of 1/4/8/16 for MiniLM at batch 64 (benchmarks/README.md)
 
 # (input_ids, attention_mask, token_type_ids or None), each (k, width) -> pooled (k, H)
@@ -46,7 +47,7 @@ def encode_in_buckets(
     groups cropped to their longest row; rows come back in input order."""
     n = input_ids.size(0)
     lengths = attention_mask.sum(dim=1)  # (n,)
-    order = torch.argsort(lengths, stable=True)  # (n,)
+    order = length_order(lengths)  # (n,) stable: equal lengths keep their input order
     pieces = []
     for idx in torch.tensor_split(order, min(buckets, n)):
         width = int(lengths[idx].max())
@@ -54,6 +55,7 @@ def encode_in_buckets(
             width = input_ids.size(1)
         tt = None if token_type_ids is None else token_type_ids[idx, :width]
         pieces.append(encode(input_ids[idx, :width], attention_mask[idx, :width], tt))  # (k, H)
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(n, device=order.device)
-    return torch.cat(pieces)[inverse]  # (n, H) back in input order
+    return restore_order(torch.cat(pieces), order)  # (n, H) back in input order
+
+
+__all__ = ["CPU_LENGTH_BUCKETS", "DEFAULT_LENGTH_BUCKETS", "effective_length_buckets", "encode_in_buckets"]

@@ -9,28 +9,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from simcse.settings import SIMILARITIES
+
 
 def cosine_logits(a: torch.Tensor, b: torch.Tensor, temp: float) -> torch.Tensor:
     """Pairwise cosine similarity divided by the temperature.
 
     a: (N, H), b: (M, H) -> (N, M). Normalise-then-matmul is the same quantity as the original's
     broadcast ``nn.CosineSimilarity`` over an (N, M, H) tensor, without materialising it.
-    Computed in fp32 so that bf16/fp16 embeddings still give fp32 logits (as autocast did).
+    Computed in at least fp32 so that bf16/fp16 embeddings still give fp32 logits (as autocast did);
+    fp64 embeddings stay fp64 (a float64 check of the maths must not be rounded to fp32 here).
     """
-    a = F.normalize(a.float(), dim=-1, eps=1e-8)
-    b = F.normalize(b.float(), dim=-1, eps=1e-8)
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)  # fp64 stays fp64
+    a = F.normalize(a.to(dtype), dim=-1, eps=1e-8)
+    b = F.normalize(b.to(dtype), dim=-1, eps=1e-8)
     return (a @ b.T) / temp
-
-
-SIMILARITIES: tuple[str, ...] = ("cosine", "dot")
 
 
 def dot_logits(a: torch.Tensor, b: torch.Tensor, temp: float) -> torch.Tensor:
     """Pairwise dot product without normalisation, divided by the temperature (paper Table D.1's "dot product").
 
-    a: (N, H), b: (M, H) -> (N, M), in fp32.
+    a: (N, H), b: (M, H) -> (N, M), in at least fp32 like :func:`cosine_logits` (fp64 stays fp64).
     """
-    return (a.float() @ b.float().T) / temp
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    return (a.to(dtype) @ b.to(dtype).T) / temp
 
 
 def contrastive_loss(
@@ -41,7 +43,7 @@ def contrastive_loss(
     hard_negative_weight: float = 0.0,
     similarity: str = "cosine",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """InfoNCE over in-batch negatives, optionally with hard negatives (SPEC 1.5).
+    """InfoNCE over in-batch negatives, optionally with hard negatives (docs/FAITHFULNESS.md, "Contrastive loss").
 
     Args:
         z1: anchors, (N, H).

@@ -1,4 +1,4 @@
-"""SimCSE training heads for BERT and RoBERTa encoders (SPEC 1).
+"""SimCSE training heads for BERT and RoBERTa encoders (docs/FAITHFULNESS.md, "Model head and inputs").
 
 Design choices that differ from the original code, and why:
 
@@ -9,16 +9,16 @@ Design choices that differ from the original code, and why:
 * The SimCSE settings (``pooler_type``, ``temp``, ``mlp_only_train``, ...) live in the model
   config, so checkpoints describe themselves and tools pick the right pooler.
 * The MLM head keeps the pre-trained checkpoint key names (``cls.predictions.*`` for BERT,
-  ``lm_head.*`` for RoBERTa) so it loads from the pre-trained masked-LM weights, and its decoder
-  is *not* tied to the input embeddings (a [QUIRK] of the original, kept for faithful numbers).
+  ``lm_head.*`` for RoBERTa), and its decoder is *not* tied to the input embeddings (a [QUIRK] of the
+  original, kept for faithful numbers). What the heads of a run start from, for each kind of checkpoint,
+  is :mod:`simcse.checkpoints` (README "Starting from a checkpoint").
 * The model class is chosen from ``config.model_type``, never from a substring of a path.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -30,56 +30,36 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAtte
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
 
+from simcse.checkpoints import (
+    FORMAT_NAMES,
+    checkpoint_format,
+    original_to_our_keys,
+    read_original_checkpoint,
+    start_mlm_head,
+    start_mlp,
+)
 from simcse.cls_shortcut import CLS_POOLERS, cls_embedding, supports_cls_shortcut
 from simcse.distributed import gather_with_local_grad
-from simcse.length_buckets import DEFAULT_LENGTH_BUCKETS, effective_length_buckets, encode_in_buckets
+from simcse.length_buckets import effective_length_buckets, encode_in_buckets
+from simcse.load_errors import ModelLoadError, translate_load_errors
+from simcse.loading import SINGLE_WEIGHT_FILES, WEIGHT_FILES, check_model_weights, load_pretrained
 from simcse.losses import contrastive_loss
 from simcse.poolers import check_pooler_type, needs_hidden_states, pool
+from simcse.settings import DEFAULTS as SETTINGS_DEFAULTS
+from simcse.settings import RuntimeOptions, SimCSESettings
 
 logger = logging.getLogger(__name__)
 
-# SimCSE settings stored in config.json, with the paper's defaults.
-SIMCSE_CONFIG_DEFAULTS: dict[str, Any] = {
-    "pooler_type": "cls",
-    "temp": 0.05,
-    "hard_negative_weight": 0.0,
-    "do_mlm": False,
-    "mlm_weight": 0.1,
-    "mlp_only_train": False,
-    "gather_negatives": True,
-}
+__all__ = [  # the weight-file names and check live in simcse.loading; re-exported for older imports
+    "SINGLE_WEIGHT_FILES", "WEIGHT_FILES", "check_model_weights", "BertForCL", "RobertaForCL", "MODEL_CLASSES",
+    "UnsupportedModelError", "load_cl_model", "model_class_for",
+]
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 
 
-# Weight files transformers can load a local model folder from (sharded checkpoints have an index).
-# Unsharded weight files: the ones conversion (simcse.convert) reads and rewrites.
-SINGLE_WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
-WEIGHT_FILES: tuple[str, ...] = (  # any of these makes a loadable folder (sharded indexes too)
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-
-
-def check_model_weights(model_name_or_path: str | os.PathLike) -> None:
-    """A local model folder must hold weights: without them transformers fails late, with an OSError
-    traceback; name the incomplete folder before any work (hub ids are left to transformers)."""
-    folder = Path(model_name_or_path)
-    if folder.is_dir() and not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise FileNotFoundError(
-            f"{folder}: model folder has no weights (expected {' or '.join(WEIGHT_FILES[::2])}); "
-            "is the download or the copy incomplete?"
-        )
-
-
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(ModelLoadError):
     """The checkpoint's ``config.model_type`` has no SimCSE head."""
-
-
-def simcse_setting(config: PretrainedConfig, name: str) -> Any:
-    return getattr(config, name, SIMCSE_CONFIG_DEFAULTS[name])
 
 
 class _BertPredictions(nn.Module):
@@ -144,12 +124,14 @@ class _SimCSEMixin:
     base_model_prefix: str
     _mlm_head_name: str
 
-    def _build_simcse(self, encoder_cls: type, head_cls: type) -> None:
+    def _build_simcse(self, encoder_cls: type, head_cls: type, runtime: RuntimeOptions | None) -> None:
         config = self.config
-        for name, default in SIMCSE_CONFIG_DEFAULTS.items():
+        for name, default in SETTINGS_DEFAULTS.items():
             if not hasattr(config, name):
                 setattr(config, name, default)
         check_pooler_type(config.pooler_type)
+        # Speed options: fixed when the model is built, never saved in the checkpoint.
+        self.runtime = runtime if runtime is not None else RuntimeOptions()
         # The HF pooling layer doubles as the SimCSE MLP; only the `cls` pooler has one.
         setattr(self, self.base_model_prefix, encoder_cls(config, add_pooling_layer=config.pooler_type == "cls"))
         if config.do_mlm:
@@ -168,6 +150,23 @@ class _SimCSEMixin:
         dense = self.encoder.pooler.dense
         nn.init.normal_(dense.weight, mean=0.0, std=self.config.initializer_range)
         nn.init.zeros_(dense.bias)
+
+    @torch.no_grad()
+    def reset_mlm_head(self) -> None:
+        """Fresh init of the MLM head, the same as for a head the checkpoint lacks: dense layers
+        N(0, initializer_range) with zero bias, LayerNorm 1/0, output bias 0, and the (untied) decoder a
+        copy of the input embeddings. Used when a pre-trained BERT head is deliberately not loaded."""
+        head = self.mlm_head
+        for module in head.modules():
+            if isinstance(module, nn.Linear) and module is not head.decoder:
+                nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.zeros_(head.predictions.bias if hasattr(head, "predictions") else head.bias)
+        head.decoder.weight.copy_(self.encoder.get_input_embeddings().weight)
 
     def _encode(
         self, input_ids, attention_mask, token_type_ids, training_loss: bool = False, **encoder_kwargs
@@ -194,19 +193,33 @@ class _SimCSEMixin:
             return outputs.pooler_output, outputs  # dense + tanh over the first token = the MLP
         return pool(pooler_type, attention_mask, outputs.last_hidden_state, outputs.hidden_states), outputs
 
-    length_buckets: int = DEFAULT_LENGTH_BUCKETS
-    same_dropout_mask: bool = False  # train.py --same_dropout_mask: the "fixed 0.1" ablation (unsup only)
-    cls_only_last_layer: bool = True  # speed only (train.py --cls_only_last_layer); see simcse.cls_shortcut
+    runtime: RuntimeOptions  # set in __init__ (load_cl_model(..., runtime=...))
+
+    # Read-only views of the speed options: they are fixed when the model is built, so a caller that still
+    # assigns them (the old API) fails loudly instead of silently measuring or testing the default.
+    @property
+    def length_buckets(self) -> int:
+        return self.runtime.length_buckets
+
+    @property
+    def cls_only_last_layer(self) -> bool:
+        return self.runtime.cls_only_last_layer
+
+    @property
+    def same_dropout_mask(self) -> bool:
+        """The "fixed 0.1" ablation (RuntimeOptions.same_dropout_mask): both views share one dropout mask."""
+        return self.runtime.same_dropout_mask
 
     def _use_cls_shortcut(self) -> bool:
         """Whether the training forward may run the last layer at [CLS] only (same loss, less work).
-        Not under torch.compile: swapping the layer list inside a compiled forward would break the graph."""
+        Not under torch.compile (not measured there; compiled graphs keep the full layer)."""
         return (
-            self.cls_only_last_layer
+            self.runtime.cls_only_last_layer
             and self.config.pooler_type in CLS_POOLERS
             and not torch.compiler.is_compiling()
             and supports_cls_shortcut(self.encoder)
         )
+
     # forward() takes **kwargs only to pass encoder options through; it does not normalise its loss by
     # token counts, so transformers must not treat it as a loss-kwargs model (GA / device scaling).
     accepts_loss_kwargs = False
@@ -259,7 +272,7 @@ class _SimCSEMixin:
             return None if t is None else t.reshape(batch_size * num_sent, -1)
 
         # One pass over all B*S sentences: the two views of a sentence differ only by dropout.
-        buckets = effective_length_buckets(self.length_buckets, input_ids.device)
+        buckets = effective_length_buckets(self.runtime.length_buckets, input_ids.device)
         if buckets > 1 and not kwargs:
             pooled = encode_in_buckets(
                 lambda ids, mask, tt: self._encode(ids, mask, tt, training_loss=True)[0],
@@ -290,7 +303,7 @@ class _SimCSEMixin:
             z3,
             temp=self.config.temp,
             hard_negative_weight=self.config.hard_negative_weight,
-            similarity=getattr(self.config, "similarity", "cosine"),
+            similarity=self.config.similarity,
         )
 
         if self.config.do_mlm and mlm_input_ids is not None:
@@ -309,7 +322,8 @@ class _SimCSEMixin:
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _mlm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the masked tokens (SPEC 1.7: mean over labels != -100).
+        """Cross-entropy of the masked tokens, mean over labels != -100
+        (docs/FAITHFULNESS.md, "MLM auxiliary objective").
 
         hidden: (n, L, H), labels: (n, L). Only the masked positions (~15%) go through the vocabulary
         projection: the other positions are ignored by the loss, so computing their (V,) scores, as the
@@ -322,7 +336,7 @@ class _SimCSEMixin:
             keep = labels != -100  # (n*L,); the one host sync of the MLM path
             hidden, labels = hidden[keep], labels[keep]  # (m, H), (m,)
         scores = self.mlm_head(hidden)  # (m, V)
-        return F.cross_entropy(scores.float(), labels)
+        return F.cross_entropy(scores.to(torch.promote_types(scores.dtype, torch.float32)), labels)  # >= fp32
 
     def _init_simcse_weights(self, module: nn.Module) -> None:
         # The output bias lives outside nn.Linear, so HF's generic init does not cover it.
@@ -334,11 +348,17 @@ class BertForCL(_SimCSEMixin, BertPreTrainedModel):
     """SimCSE on a BERT encoder (stored as ``bert``; the MLP is ``bert.pooler``)."""
 
     _mlm_head_name = "cls"
-    _keys_to_ignore_on_load_unexpected = [r"cls\.seq_relationship", r"lm_head\.decoder\.bias"]
+    _mlm_head_prefix = "cls.predictions."  # the original's names: lm_head.* (decoder.bias duplicating bias)
+    _pretrained_mlm_head_by_default = False  # see load_cl_model
+    _keys_to_ignore_on_load_unexpected = [
+        r"cls\.seq_relationship",
+        r"lm_head\.decoder\.bias",
+        r"cls\.predictions\.decoder\.bias",
+    ]
 
-    def __init__(self, config: PretrainedConfig) -> None:
+    def __init__(self, config: PretrainedConfig, runtime: RuntimeOptions | None = None) -> None:
         super().__init__(config)
-        self._build_simcse(BertModel, _BertMLMHead)
+        self._build_simcse(BertModel, _BertMLMHead, runtime)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -350,11 +370,13 @@ class RobertaForCL(_SimCSEMixin, RobertaPreTrainedModel):
     """SimCSE on a RoBERTa encoder (stored as ``roberta``; the MLP is ``roberta.pooler``)."""
 
     _mlm_head_name = "lm_head"
+    _mlm_head_prefix = "lm_head."  # the original's names too
+    _pretrained_mlm_head_by_default = True  # see load_cl_model
     _keys_to_ignore_on_load_unexpected = [r"lm_head\.decoder\.bias"]
 
-    def __init__(self, config: PretrainedConfig) -> None:
+    def __init__(self, config: PretrainedConfig, runtime: RuntimeOptions | None = None) -> None:
         super().__init__(config)
-        self._build_simcse(RobertaModel, _RobertaMLMHead)
+        self._build_simcse(RobertaModel, _RobertaMLMHead, runtime)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -379,32 +401,59 @@ def model_class_for(config: PretrainedConfig, source: str = "") -> type:
 def load_cl_model(
     model_name_or_path: str,
     config: PretrainedConfig | None = None,
-    simcse_settings: dict[str, Any] | None = None,
+    simcse_settings: SimCSESettings | Mapping[str, Any] | None = None,
+    runtime: RuntimeOptions | None = None,
+    mlm_head_from_checkpoint: bool = False,
     **from_pretrained_kwargs: Any,
 ) -> nn.Module:
     """Load a pre-trained encoder (or a SimCSE checkpoint) into the matching SimCSE head.
 
-    ``simcse_settings`` (pooler_type, temp, ...) are written into the config. A checkpoint that
-    already records a SimCSE ``pooler_type`` keeps its trained MLP; for any other checkpoint the
-    MLP is freshly initialised (BERT's NSP pooler is not SimCSE's MLP) and, with MLM, a missing
-    decoder is initialised by value from the input embeddings.
+    ``simcse_settings``: a :class:`SimCSESettings` (every setting is written into the config), a dict
+    of some settings (those override what the checkpoint records, the rest is kept or defaulted), or
+    None (the checkpoint's own settings, defaults for a plain encoder). ``runtime``: the speed options
+    the model is built with (never saved). What the heads start from depends on the checkpoint
+    (:func:`checkpoint_format`):
+
+    * trained heads are always kept: the MLP and the MLM head of our checkpoints, and of unconverted
+      original-format folders (``mlp.dense.*`` -> the encoder pooler, BERT's ``lm_head.*`` ->
+      ``cls.predictions.*``), so continuing or fine-tuning a run throws no trained weight away;
+    * a pre-trained checkpoint's pooler (BERT's NSP pooler) is never the SimCSE MLP: the MLP starts fresh;
+    * a pre-trained masked-LM head (with ``do_mlm``): RoBERTa's ``lm_head.*`` is loaded, as in the original;
+      BERT's ``cls.predictions.*`` is *not* loaded (the head starts fresh) unless ``mlm_head_from_checkpoint``
+      (README "Starting from a checkpoint" says why this is the default and what the flag changes);
+    * a head the checkpoint lacks starts fresh; a missing decoder is a copy of the input embeddings.
+
+    One INFO line says what was loaded and what was freshly initialised; the same facts are kept in
+    ``model.simcse_heads`` (train.py writes them into the run record).
     """
     if config is None:
-        config = AutoConfig.from_pretrained(model_name_or_path)
+        with translate_load_errors(model_name_or_path, part="config"):
+            config = AutoConfig.from_pretrained(model_name_or_path)
     cls = model_class_for(config, model_name_or_path)
-    is_simcse_checkpoint = getattr(config, "pooler_type", None) is not None
-    for name, value in {**SIMCSE_CONFIG_DEFAULTS, **(simcse_settings or {})}.items():
-        if name in (simcse_settings or {}) or not hasattr(config, name):
-            setattr(config, name, value)
-    model, info = cls.from_pretrained(
-        model_name_or_path, config=config, output_loading_info=True, **from_pretrained_kwargs
-    )
+    source = checkpoint_format(config)
+    if not isinstance(simcse_settings, SimCSESettings):
+        simcse_settings = SimCSESettings.from_config(config, **dict(simcse_settings or {}))
+    simcse_settings.to_config(config)
+    runtime = runtime or RuntimeOptions()
+    kwargs = {**runtime.from_pretrained_kwargs(), **from_pretrained_kwargs}
+    if source == "original":
+        with translate_load_errors(model_name_or_path):
+            state = read_original_checkpoint(model_name_or_path, kwargs)
+        kwargs["state_dict"] = original_to_our_keys(state, cls.base_model_prefix, cls._mlm_head_prefix)
+    model, info = load_pretrained(cls, model_name_or_path, config=config, runtime=runtime, **kwargs)
     missing = set(info.get("missing_keys", []))
-    if config.pooler_type == "cls" and (not is_simcse_checkpoint or any(".pooler." in k for k in missing)):
-        model.reset_mlp()
-    head = model.mlm_head
-    if head is not None and any(k.endswith("decoder.weight") for k in missing):
-        with torch.no_grad():
-            head.decoder.weight.copy_(model.encoder.get_input_embeddings().weight)
-        logger.info("MLM decoder not in checkpoint: initialised from the input embeddings (untied copy)")
+    mlp, mlp_text = start_mlp(model, source, missing)
+    mlm, mlm_text = start_mlm_head(model, source, missing, mlm_head_from_checkpoint)
+    if mlm != "none":
+        model.config.mlm_head_init = mlm  # recorded in config.json and the model card
+    elif hasattr(model.config, "mlm_head_init"):
+        del model.config.mlm_head_init  # left by an earlier MLM run: this one has no MLM head
+    model.simcse_heads = {"checkpoint_format": source, "mlp": mlp, "mlm_head": mlm}
+    logger.info(
+        "SimCSE heads of %s (%s): MLP %s; MLM head %s",
+        model_name_or_path,
+        FORMAT_NAMES[source],
+        mlp_text,
+        mlm_text,
+    )
     return model

@@ -4,7 +4,7 @@ The same formulas serve training (`simcse.models`), in-training evaluation, `eva
 `SimCSE` tool, so the embedding a user evaluates is the embedding the model was trained on
 (the original kept two copies that could drift apart).
 
-Pooler names (SPEC 1.3):
+Pooler names (docs/FAITHFULNESS.md, "Poolers"):
 
 =====================  ===========================================================================
 ``cls``                first token, then the SimCSE MLP (dense + tanh). On a plain HF encoder this
@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from simcse.cls_shortcut import CLS_POOLERS, cls_embedding, supports_cls_shortcut
+from simcse.settings import test_time_pooler
 
 POOLER_TYPES: tuple[str, ...] = (
     "cls",
@@ -93,14 +94,15 @@ _SHORTCUT_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 def embed_with_hf_encoder(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], pooler_type: str, cls_only_last_layer: bool = False
 ) -> torch.Tensor:
-    """Sentence embeddings from a plain HF ``BertModel``/``RobertaModel`` (SPEC 1.3, right column).
+    """Sentence embeddings from a plain HF ``BertModel``/``RobertaModel``
+    (docs/FAITHFULNESS.md, "Poolers", right column).
 
     ``cls`` reads ``pooler_output`` (the trained MLP of a converted SimCSE checkpoint); every other
     pooler reads the token states. batch: tokenizer output with (n, L) tensors -> (n, H).
     ``cls_only_last_layer``: the [CLS] poolers read one position of the last layer, so that layer can be
-    run for [CLS] only (simcse.cls_shortcut: the same vectors, ~1/n_layers less work). Off by default:
-    it swaps the encoder's layer list during the call, so it is for single-threaded loops (evaluation,
-    training), not for a model that other threads may be running at the same time.
+    run for [CLS] only (simcse.cls_shortcut: the same vectors up to float rounding, ~1/n_layers less
+    work). Off in this low-level function unless asked; the encode path (simcse.encode) passes
+    ``RuntimeOptions.cls_only_last_layer`` (on by default).
     """
     check_pooler_type(pooler_type)
     if (
@@ -131,6 +133,4 @@ def eval_pooler_from_config(config) -> str | None:
     pooler_type = getattr(config, "pooler_type", None)
     if pooler_type is None:
         return None
-    if pooler_type == "cls" and getattr(config, "mlp_only_train", False):
-        return "cls_before_pooler"
-    return pooler_type
+    return test_time_pooler(pooler_type, bool(getattr(config, "mlp_only_train", False)))

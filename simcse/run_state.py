@@ -10,20 +10,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from simcse.environment import versions
+
 logger = logging.getLogger(__name__)
 
 RUN_RECORD = "simcse_run.json"
 COMPLETE_MARKER = "simcse_checkpoint_complete"
+RUN_COMPLETE_MARKER = "simcse_run_complete"  # written into output_dir after the final save of a run
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 # Arguments that may differ between an interrupted run and its continuation.
@@ -38,22 +41,12 @@ _RESUME_NEUTRAL = {
 }
 
 
+# Data arguments that change where or how the tokenised training set is cached, never its content.
+_DATA_RESUME_NEUTRAL = {"data_cache_dir", "overwrite_cache", "preprocessing_num_workers"}
+
+
 class OutputDirError(ValueError):
     """The output folder holds something this run must not silently overwrite."""
-
-
-def versions() -> dict[str, str]:
-    import datasets
-    import torch
-    import transformers
-
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-    }
 
 
 def _jsonable(obj: Any) -> Any:
@@ -83,7 +76,8 @@ def run_record(
 
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     train = {k: v for k, v in record.get("training_args", {}).items() if k not in _RESUME_NEUTRAL}
-    return {"model_args": record.get("model_args"), "data_args": record.get("data_args"), "training_args": train}
+    data = {k: v for k, v in (record.get("data_args") or {}).items() if k not in _DATA_RESUME_NEUTRAL}
+    return {"model_args": record.get("model_args"), "data_args": data, "training_args": train}
 
 
 def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -127,12 +121,28 @@ def prepare_output_dir(record: dict[str, Any], training_args: Any, is_main: bool
       mid-save, are removed first); a folder holding anything else is refused.
     """
     out = Path(training_args.output_dir)
+    check_output_dir(out)
     explicit = training_args.resume_from_checkpoint
+    overwrite = getattr(training_args, "overwrite_output_dir", False)
+    if (out / RUN_COMPLETE_MARKER).is_file() and not overwrite and not explicit:
+        raise OutputDirError(
+            f"{out}: holds a finished run ({RUN_COMPLETE_MARKER} was written after its final save); to train "
+            "again add --overwrite_output_dir (deletes it) or choose another --output_dir"
+        )
+    resume_from = _decide(out, training_args, record, is_main)
+    if is_main:
+        (out / RUN_COMPLETE_MARKER).unlink(missing_ok=True)  # this run is not finished until it says so
+    return resume_from
+
+
+def _decide(out: Path, training_args: Any, record: dict[str, Any], is_main: bool) -> str | None:
+    explicit = training_args.resume_from_checkpoint
+    overwrite = getattr(training_args, "overwrite_output_dir", False)
     if explicit:
         if not is_complete_checkpoint(explicit):
             raise OutputDirError(f"{explicit}: not a complete checkpoint (missing {COMPLETE_MARKER}); cannot resume")
         return str(explicit)
-    if getattr(training_args, "overwrite_output_dir", False) or not out.is_dir() or not any(out.iterdir()):
+    if overwrite or not out.is_dir() or not any(out.iterdir()):
         if is_main and out.is_dir():
             for stale in checkpoints(out):
                 shutil.rmtree(stale, ignore_errors=True)
@@ -156,6 +166,29 @@ def prepare_output_dir(record: dict[str, Any], training_args: Any, is_main: bool
             "use --overwrite_output_dir or another --output_dir"
         )
     raise OutputDirError(f"{out}: exists and is not empty; use --overwrite_output_dir or another --output_dir")
+
+
+def check_output_dir(out: Path) -> None:
+    """``--output_dir`` must be a folder we can write to; find out now, not at the first checkpoint."""
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"{out}: --output_dir is a file, not a folder; choose another --output_dir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".simcse_write_test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputDirError(
+            f"{out}: --output_dir is not writable ({err.strerror or err}); choose another --output_dir"
+        ) from None
+
+
+def mark_run_complete(output_dir: str | os.PathLike) -> None:
+    """Written after the final save: a later run into the same folder is refused instead of resumed."""
+    with open(Path(output_dir) / RUN_COMPLETE_MARKER, "w", encoding="utf-8") as fh:
+        fh.write("finished\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_run_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> None:

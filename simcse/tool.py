@@ -1,4 +1,4 @@
-"""``SimCSE``: encode, compare and search sentences with a SimCSE checkpoint (SPEC 7).
+"""``SimCSE``: encode, compare and search sentences with a SimCSE checkpoint (docs/FAITHFULNESS.md, "Inference tool").
 
 Differences from the original tool, each fixing a reported pitfall:
 
@@ -6,7 +6,8 @@ Differences from the original tool, each fixing a reported pitfall:
   "``unsup`` in the path" guess is only the last fallback, and the choice is logged (issue #194);
 * every pooler of :mod:`simcse.poolers` is supported, with the same formulas as training/evaluation;
 * the model is moved to a device only when the device changes, not on every ``encode`` call;
-* batches are formed from length-sorted sentences (less padding) and results are put back in input order;
+* sentences are embedded by the one encode path of evaluation (simcse.encode: token-length-sorted batches,
+  results put back in input order), and a folder without weights fails as everywhere else (simcse.loading);
 * the faiss "fast" index uses inner product, list queries keep ``threshold``/``top_k``, and a missing
   faiss falls back to an exact index with the same ``add``/``search`` interface;
 * importing this module does not configure logging.
@@ -15,16 +16,16 @@ Differences from the original tool, each fixing a reported pitfall:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from simcse.poolers import check_pooler_type, embed_with_hf_encoder, eval_pooler_from_config
+from simcse.encode import make_embed_fn
+from simcse.loading import load_encoder, untrained_pooler_problem
+from simcse.poolers import check_pooler_type, eval_pooler_from_config
+from simcse.settings import RuntimeOptions
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class ExactIndex:
     """
 
     def __init__(self, dim: int) -> None:
+        self.d = dim  # faiss' name for the vector dimension
         self.vectors = np.zeros((0, dim), dtype=np.float32)  # (n, H)
 
     @property
@@ -63,6 +65,17 @@ class ExactIndex:
         return scores, ids
 
 
+def _as_sentences(sentence: Any) -> list[str]:
+    """A str or a sequence of str; anything else fails here with its position and type, not in the tokenizer."""
+    if isinstance(sentence, bytes) or not hasattr(sentence, "__iter__"):
+        raise TypeError(f"encode: expected a str or a list of str, got {type(sentence).__name__}")
+    sentences = list(sentence)
+    for i, s in enumerate(sentences):
+        if not isinstance(s, str):
+            raise TypeError(f"encode: sentence {i} is a {type(s).__name__}, not a str; pass a str or a list of str")
+    return sentences
+
+
 class SimCSE:
     """Sentence embeddings, similarity and retrieval with an HF-format SimCSE checkpoint.
 
@@ -73,6 +86,8 @@ class SimCSE:
         num_cells: IVF list count for ``build_index(faiss_fast=True)`` (capped at the corpus size).
         num_cells_in_search: IVF lists probed per query (``nprobe``).
         pooler: one of ``simcse.poolers.POOLER_TYPES``; overrides what the checkpoint records.
+        cls_only_last_layer: with a [CLS] pooler, run the last layer at [CLS] only (the same vectors up to
+            float rounding, less work; simcse.cls_shortcut); False = the full last layer.
     """
 
     def __init__(
@@ -82,39 +97,35 @@ class SimCSE:
         num_cells: int = 100,
         num_cells_in_search: int = 10,
         pooler: str | None = None,
+        cls_only_last_layer: bool = RuntimeOptions.cls_only_last_layer,
     ) -> None:
         self.model_name_or_path = str(model_name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)
-        config = AutoConfig.from_pretrained(self.model_name_or_path)
-        self.model, loading_info = AutoModel.from_pretrained(
-            self.model_name_or_path, config=config, output_loading_info=True
-        )
-        self.model.eval()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # The model stays on the CPU until the first encode() (moved only when the device changes).
+        self.model, self.tokenizer = load_encoder(self.model_name_or_path, "cpu")
         self._model_device: str | None = None
+        self.cls_only_last_layer = cls_only_last_layer
         self.index: dict[str, Any] | None = None
         self.is_faiss_index = False
         self.num_cells = num_cells
         self.num_cells_in_search = num_cells_in_search
+        self.pooler = self._choose_pooler(pooler)
+        problem = untrained_pooler_problem(self.model, self.pooler)
+        if problem:
+            logger.warning("%s: %s", self.model_name_or_path, problem)
 
+    def _choose_pooler(self, pooler: str | None) -> str:
+        """The argument, else the checkpoint's config.json, else the original tool's name heuristic."""
         if pooler is not None:
-            self.pooler = check_pooler_type(pooler)
-            source = "argument"
-        elif (from_config := eval_pooler_from_config(config)) is not None:
-            self.pooler = from_config
-            source = "checkpoint config.json"
+            chosen, source = check_pooler_type(pooler), "argument"
+        elif (from_config := eval_pooler_from_config(self.model.config)) is not None:
+            chosen, source = from_config, "checkpoint config.json"
         else:
             # Last resort, as in the original tool: released unsup checkpoints are used without the MLP.
-            self.pooler = "cls_before_pooler" if "unsup" in self.model_name_or_path else "cls"
+            chosen = "cls_before_pooler" if "unsup" in self.model_name_or_path else "cls"
             source = "name heuristic ('unsup' in the path -> cls_before_pooler, else cls); pass pooler= to be sure"
-        logger.info("SimCSE(%s): pooler %r from %s", self.model_name_or_path, self.pooler, source)
-        missing = set(loading_info.get("missing_keys", []))
-        if self.pooler == "cls" and any(k.endswith("pooler.dense.weight") for k in missing):
-            logger.warning(
-                "pooler 'cls' but %s has no trained pooler weights: embeddings use a randomly initialised "
-                "pooler. Convert the checkpoint (simcse_to_huggingface.py) or use pooler='cls_before_pooler'.",
-                self.model_name_or_path,
-            )
+        logger.info("SimCSE(%s): pooler %r from %s", self.model_name_or_path, chosen, source)
+        return chosen
 
     # ------------------------------------------------------------------------------------- encoding
 
@@ -137,34 +148,21 @@ class SimCSE:
     ) -> torch.Tensor | np.ndarray:
         """Embed one sentence (-> (H,) unless ``keepdim``) or a list (-> (n, H)), on CPU.
 
-        show_progress_bar: None shows tqdm only for long inputs (more than 8 batches).
+        Sentences go through the one encode path (simcse.encode: sorted by token length, batched,
+        order restored), the same as evaluation.py. show_progress_bar: None shows tqdm only for long inputs
+        (more than 8 batches).
         """
         target = device or self.device
-        self._to_device(target)
         single = isinstance(sentence, str)
-        sentences = [sentence] if single else list(sentence)
-        # Longest first: batches hold similar lengths (less padding); the order is restored below.
-        order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
-        num_batches = math.ceil(len(sentences) / batch_size)
-        show = num_batches > 8 if show_progress_bar is None else show_progress_bar
-        chunks: list[torch.Tensor] = []
-        for b in tqdm(range(num_batches), desc="encode", disable=not show):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            batch = self.tokenizer(
-                [sentences[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            ).to(target)
-            emb = embed_with_hf_encoder(self.model, batch, self.pooler)  # (b, H)
-            if normalize_to_unit:
-                emb = emb / emb.norm(dim=1, keepdim=True)
-            chunks.append(emb.float().cpu())
-        hidden = self.model.config.hidden_size
-        sorted_emb = torch.cat(chunks) if chunks else torch.zeros(0, hidden)  # (n, H) in sorted order
-        embeddings = torch.empty_like(sorted_emb)
-        embeddings[torch.tensor(order, dtype=torch.long)] = sorted_emb
+        sentences = [sentence] if single else _as_sentences(sentence)  # a bad input fails before any work
+        self._to_device(target)
+        embed = make_embed_fn(
+            self.model, self.tokenizer, self.pooler, target, max_length, batch_size, self.cls_only_last_layer,
+            progress=show_progress_bar,
+        )
+        embeddings = embed(sentences)  # (n, H) float CPU, input order
+        if normalize_to_unit:
+            embeddings = embeddings / embeddings.norm(dim=1, keepdim=True)
         if single and not keepdim:
             embeddings = embeddings[0]
         return embeddings.numpy() if return_numpy else embeddings
@@ -271,6 +269,23 @@ class SimCSE:
         self.index["index"].add(np.ascontiguousarray(embeddings, dtype=np.float32))
         self.index["sentences"] += sentences
 
+    def _check_index(self) -> None:
+        """An empty index, or one whose vectors do not match its sentences or this model, gives wrong hits."""
+        index, sentences = self.index["index"], self.index["sentences"]
+        if index.ntotal == 0:
+            raise ValueError("the index is empty: build_index(...) was given no sentences")
+        if index.ntotal != len(sentences):
+            raise ValueError(
+                f"the index holds {index.ntotal} vectors for {len(sentences)} sentences: "
+                "rebuild it with build_index(...)"
+            )
+        dim = index.d  # faiss indexes and ExactIndex both have it
+        if dim != self.model.config.hidden_size:
+            raise ValueError(
+                f"the index holds {dim}-dimensional vectors but {self.model_name_or_path} gives "
+                f"{self.model.config.hidden_size}: rebuild it with build_index(...) for this model"
+            )
+
     def search(
         self,
         queries: Sentences,
@@ -284,6 +299,7 @@ class SimCSE:
         """
         if self.index is None:
             raise RuntimeError("no index yet: call build_index(...) before search(...)")
+        self._check_index()
         single = isinstance(queries, str)
         q = self.encode(queries, device=device, return_numpy=True, keepdim=True)  # (q, H)
         scores, ids = self.index["index"].search(np.ascontiguousarray(q, dtype=np.float32), top_k)  # (q, k)

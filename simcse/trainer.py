@@ -17,8 +17,9 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
-from simcse.evaluation import make_embed_fn
+from simcse.encode import make_embed_fn
 from simcse.poolers import eval_pooler_from_config
+from simcse.settings import RuntimeOptions
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ class _RunChecks(TrainerCallback):
 
 class SentenceEmbedder:
     """Embeds sentences as the checkpoint will be used: the test-time pooler of the model's config
-    (``sent_emb=True``'s vectors) on its encoder, through evaluation.py's embedding function (token-length
-    sorted batches, the last layer at [CLS] only for the [CLS] poolers).
+    (``sent_emb=True``'s vectors) on its encoder, through the one encode path (simcse.encode: token-length
+    sorted batches; the last layer at [CLS] only for the [CLS] poolers when the model was built with
+    ``RuntimeOptions(cls_only_last_layer=True)``, as training itself).
 
     Sentences are encoded once per evaluation (a cache shared by every metric of that evaluation).
     """
@@ -76,7 +78,10 @@ class SentenceEmbedder:
     ) -> None:
         self.hidden_size = model.config.hidden_size
         pooler = eval_pooler_from_config(model.config)
-        self._embed = make_embed_fn(model.encoder, tokenizer, pooler, device, max_length, batch_size)
+        runtime = getattr(model, "runtime", None) or RuntimeOptions()
+        self._embed = make_embed_fn(
+            model.encoder, tokenizer, pooler, device, max_length, batch_size, runtime.cls_only_last_layer
+        )
         self.cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, sentences: Sequence[str]) -> torch.Tensor:

@@ -3,6 +3,11 @@ all-MiniLM-L6-v2 path, and the shared real data directory.
 
 Tiny models follow transformers' own model tests: hidden 32, 2 layers, 4 heads, built from a
 config with a tokenizer made from the vocab files in ``tests/fixtures/``.
+
+Thread count: ``SIMCSE_TEST_THREADS=N python -m pytest`` runs the suite with ``torch.set_num_threads(N)``
+(and ``OMP_NUM_THREADS=N`` for the child processes: DDP workers, CLI subprocesses), to check that no
+numerical comparison depends on the CPU's thread count (another thread count sums in another order;
+see tests/numerics.py for the tolerances). Unset (the default), torch's own choice is left alone.
 """
 
 from __future__ import annotations
@@ -25,6 +30,15 @@ from transformers import (
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+if os.environ.get("SIMCSE_TEST_THREADS"):
+    _threads = int(os.environ["SIMCSE_TEST_THREADS"])
+    torch.set_num_threads(_threads)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_threads)  # inherited by children
+
+
+def pytest_report_header(config) -> str:
+    return f"torch threads: {torch.get_num_threads()} (SIMCSE_TEST_THREADS={os.environ.get('SIMCSE_TEST_THREADS')})"
 
 
 def make_tokenizer(model_type: str) -> PreTrainedTokenizerBase:
@@ -110,3 +124,16 @@ def shared_data() -> Path:
 def senteval_data(shared_data) -> Path:
     """SentEval's downstream folder inside the shared data."""
     return shared_data / "senteval" / "downstream"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_data_cache(tmp_path_factory) -> Path:
+    """train.py caches tokenised training sets under $HF_DATASETS_CACHE/simcse: keep the tests' out of ~/.cache."""
+    path = tmp_path_factory.mktemp("hf_datasets_cache")
+    old = os.environ.get("HF_DATASETS_CACHE")
+    os.environ["HF_DATASETS_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("HF_DATASETS_CACHE", None)
+    else:
+        os.environ["HF_DATASETS_CACHE"] = old

@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, DistilBertConfig
 import evaluation
 import train
 from simcse.data import DataFormatError, load_training_dataset
+from simcse.load_errors import ModelLoadError
 from simcse.models import UnsupportedModelError
 from simcse.run_state import OutputDirError, run_record, write_run_record
 from simcse.trainer import NonFiniteLossError
@@ -123,8 +124,10 @@ def test_bad_training_file(tiny_bert_dir, tmp_path, name, content, message):
 
 
 def test_missing_training_file(tiny_bert_dir, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"missing\.txt"):
-        train.main(train_args(tiny_bert_dir, tmp_path / "missing.txt", tmp_path / "out"))
+    missing = tmp_path / "missing.txt"
+    with pytest.raises(DataFormatError) as info:
+        train.main(train_args(tiny_bert_dir, missing, tmp_path / "out"))
+    assert str(info.value) == f"{missing}:0: training file not found; check --train_file"
 
 
 def test_blank_lines_are_skipped_counted_and_logged_long_sentences_truncated(tiny_bert_dir, tmp_path, caplog):
@@ -146,7 +149,7 @@ def test_blank_lines_are_skipped_counted_and_logged_long_sentences_truncated(tin
 
 
 def test_model_folder_without_weights(no_weights_dir, good_txt, tmp_path):
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(ModelLoadError) as info:
         train.main(train_args(no_weights_dir, good_txt, tmp_path / "out"))
     assert str(info.value).startswith(f"{no_weights_dir}: model folder has no weights (expected model.safetensors")
 

@@ -2,32 +2,22 @@
 
 Why: the benchmarks are only run by hand (or on a lent GPU), so without this a refactor of the library
 would break them silently. Only the plumbing is checked: positive throughputs, never a timing threshold.
-Both scripts are run in-process (importing them) to keep the test fast.
+The scripts are run in-process (importing them from the ``benchmarks`` package) to keep the test fast.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-
 
 def _load(name: str) -> ModuleType:
-    """Import ``benchmarks/<name>.py`` as a module (the folder is not a package)."""
-    if str(BENCH_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCH_DIR))
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
-    spec.loader.exec_module(module)
-    return module
+    """Import ``benchmarks.<name>``, the way ``python -m benchmarks.<name>`` runs it."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def _json_records(text: str) -> list[dict]:
@@ -98,6 +88,7 @@ def test_gpu_train_epoch_cpu_smoke(shared_data, senteval_data, tmp_path, capsys)
     records = bench.main([
         "--cpu_smoke", "--train_file", str(shared_data / "wiki" / "wiki1m_sample.txt"), "--senteval_data_dir",
         str(senteval_data), "--variants", "eager_bf16", "--steps", "6", "--logging_steps", "2", "--out", str(out),
+        "--timeout", "900",  # a smoke run, not a speed test: a loaded 2-core machine needs more than 240 s
     ])  # fmt: skip
     (rec,) = records
     assert rec["status"] == "ok", rec
@@ -130,3 +121,28 @@ def test_features_bench_tiny(tiny_bert_dir, tmp_path, capsys):
     assert record["ratio_mlm_masked_over_full_vocab"] == pytest.approx(
         feats["mlm"]["train_sentences_per_s"] / feats["mlm_full_vocab"]["train_sentences_per_s"]
     )
+
+
+def test_harness_make_model_and_runner():
+    """make_model is the one model constructor of the benchmarks: the unsup recipe plus the speed options as
+    given (the caller's config untouched); a Runner cycles its batches in order and counts the examples."""
+    import torch
+
+    harness = _load("harness")
+    config = harness.bert_config(tiny=True)
+    model = harness.make_model(config, length_buckets=3, cls_only_last_layer=False)
+    assert model.training and (model.length_buckets, model.cls_only_last_layer) == (3, False)
+    assert (model.config.pooler_type, model.config.temp, model.config.mlp_only_train) == ("cls", 0.05, True)
+    assert getattr(config, "pooler_type", None) is None  # the settings went into a copy
+
+    seen: list[int] = []
+
+    def step(batch: list[int]) -> torch.Tensor:
+        seen.append(batch[0])
+        return torch.tensor(float(batch[0]))
+
+    per_step = harness.Runner("a", [[1, 1], [2, 2, 2]], step)
+    assert per_step.block(3) == 2 + 3 + 2 and seen == [1, 2, 1] and per_step.losses == [1.0, 2.0, 1.0]
+    per_block = harness.Runner("b", [[5], [6]], step, sync_every_step=False)
+    assert per_block.block(2) == 2 and per_block.losses == [6.0]  # the loss is read once, at the block's end
+    assert len(per_block.prep_s) == len(per_block.model_s) == 2

@@ -7,7 +7,9 @@ import torch
 
 from simcse.cls_shortcut import first_position_of_last_layer, supports_cls_shortcut
 from simcse.models import load_cl_model
+from simcse.settings import RuntimeOptions
 from tests.conftest import make_config, make_tokenizer
+from tests.numerics import assert_close_scaled, assert_grads_close
 
 SENTENCES = ["a", "the dog runs in the park with a red ball", "children eat", "a man is playing the guitar ."]
 
@@ -17,11 +19,12 @@ def _pairs(model_type: str) -> dict[str, torch.Tensor]:
     return {k: torch.stack([v[:4], v[4:]], 1) for k, v in batch.items()}  # (4, 2, L), different lengths
 
 
-def _model(tiny_model_dirs, model_type: str, shortcut: bool, **settings):
+def _model(tiny_model_dirs, model_type: str, shortcut: bool, buckets: int = 0, **settings):
     torch.manual_seed(0)  # the same fresh MLP for both models of a comparison
-    model = load_cl_model(str(tiny_model_dirs[model_type]), simcse_settings={"pooler_type": "cls", **settings})
-    model.cls_only_last_layer = shortcut
-    return model
+    runtime = RuntimeOptions(length_buckets=buckets, cls_only_last_layer=shortcut)
+    return load_cl_model(
+        str(tiny_model_dirs[model_type]), simcse_settings={"pooler_type": "cls", **settings}, runtime=runtime
+    )
 
 
 def _query_inputs(model) -> list[torch.Size]:
@@ -37,21 +40,21 @@ def _query_inputs(model) -> list[torch.Size]:
 @pytest.mark.parametrize("pooler_type", ["cls", "cls_before_pooler"])
 @pytest.mark.parametrize("buckets", [1, 3])
 def test_shortcut_gives_the_full_layers_loss_and_gradients(tiny_model_dirs, model_type, pooler_type, buckets):
+    """Exactness is the point: both sides in float64, so only a real difference can exceed the tolerance."""
     pairs = _pairs(model_type)
     results = []
     for shortcut in (False, True):
-        model = _model(tiny_model_dirs, model_type, shortcut, pooler_type=pooler_type).eval()  # no dropout
-        model.length_buckets = buckets
+        model = _model(tiny_model_dirs, model_type, shortcut, buckets, pooler_type=pooler_type).eval().double()
         seen = _query_inputs(model)
         out = model(**pairs)
         out.loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((out.loss.detach(), out.logits.detach(), grads, seen))
     (l_full, g_full, grads_full, seen_full), (l_cut, g_cut, grads_cut, seen_cut) = results
-    assert torch.allclose(l_full, l_cut, atol=1e-6) and torch.allclose(g_full, g_cut, atol=1e-5)
-    assert grads_full.keys() == grads_cut.keys()  # every parameter still gets its gradient
-    for name, grad in grads_full.items():
-        assert torch.allclose(grad, grads_cut[name], atol=1e-6), name
+    assert l_cut.dtype == g_cut.dtype == torch.float64
+    assert_close_scaled(l_cut, l_full, what="loss")
+    assert_close_scaled(g_cut, g_full, what="logits")
+    assert_grads_close(grads_cut, grads_full)  # and every parameter still gets its gradient
     assert all(shape[1] > 1 for shape in seen_full)
     assert all(shape[1] == 1 for shape in seen_cut) and sum(s[0] for s in seen_cut) == 8  # 8 rows, query at [CLS]
 
@@ -64,8 +67,7 @@ def test_shortcut_only_for_cls_training_losses(tiny_model_dirs):
     avg(**pairs)
     assert seen and all(shape[1] > 1 for shape in seen)
 
-    cls = _model(tiny_model_dirs, "bert", True, do_mlm=True).eval()
-    cls.length_buckets = 1  # one contrastive pass, then the MLM pass
+    cls = _model(tiny_model_dirs, "bert", True, 1, do_mlm=True).eval()  # one contrastive pass, then the MLM pass
     seen = _query_inputs(cls)
     flat = {k: v.view(8, -1) for k, v in pairs.items()}
     emb = cls(**flat, sent_emb=True)
@@ -105,16 +107,16 @@ def test_attention_dropout_is_applied_at_the_layers_rate():
 
     torch.manual_seed(0)
     config = make_config("bert", 50, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.5)
-    layer = BertModel(config).encoder.layer[0]
-    hidden = torch.randn(3, 6, 32)  # (n, L, H)
+    layer = BertModel(config).encoder.layer[0].double()  # float64: the equality is exact maths
+    hidden = torch.randn(3, 6, 32, dtype=torch.float64)  # (n, L, H)
     mask = torch.ones(3, 6, dtype=torch.long)
     reference = layer.eval()(hidden, None)[:, :1]  # the full layer's position 0, no dropout
-    assert torch.allclose(first_position_of_last_layer(layer, hidden, mask), reference, atol=1e-6)
+    assert_close_scaled(first_position_of_last_layer(layer, hidden, mask), reference, what="position 0")
     layer.train()
     draws = [first_position_of_last_layer(layer, hidden, mask) for _ in range(2)]
     assert not torch.allclose(draws[0], draws[1]) and not torch.allclose(draws[0], reference)
     layer.attention.self.dropout.p = 0.0
-    assert torch.allclose(first_position_of_last_layer(layer, hidden, mask), reference, atol=1e-6)
+    assert_close_scaled(first_position_of_last_layer(layer, hidden, mask), reference, what="position 0, p=0")
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
@@ -138,7 +140,7 @@ def test_in_training_embedder_equals_sent_emb(tiny_model_dirs, model_type, setti
     batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
     with torch.no_grad():
         want = model(**batch, sent_emb=True).pooler_output
-    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+    assert_close_scaled(got, want, what="embeddings")  # float32 forward, two code paths
     cls_pooler = settings["pooler_type"] != "avg"
     assert all((shape[1] == 1) == cls_pooler for shape in seen[:-1])  # the last call is sent_emb (full)
 
@@ -153,5 +155,5 @@ def test_evaluation_embed_fn_same_vectors_with_and_without_shortcut(tiny_model_d
     for pooler in ("cls", "cls_before_pooler"):
         fast = make_embed_fn(model, tokenizer, pooler, "cpu", batch_size=3)(SENTENCES)
         full = make_embed_fn(model, tokenizer, pooler, "cpu", batch_size=3, cls_only_last_layer=False)(SENTENCES)
-        assert torch.allclose(fast, full, atol=1e-5), pooler
+        assert_close_scaled(fast, full, what=f"{pooler} embeddings")  # float32 forward, two code paths
         assert len(model.encoder.layer) == model.config.num_hidden_layers

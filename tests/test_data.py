@@ -1,4 +1,5 @@
-"""Tests for simcse.data: file reading, tokenisation, the collator and MLM masking (SPEC 2.5-2.7).
+"""Tests for simcse.data: file reading, tokenisation, the collator and MLM masking
+(docs/FAITHFULNESS.md, "Training data", "MLM auxiliary objective").
 
 Expectations are built independently of the code under test: token lists come from calling the tokenizer on
 one sentence at a time, line numbers and counts are written by hand next to the file contents, and masking

@@ -13,6 +13,7 @@ from scipy.stats import spearmanr
 from transformers import AutoModel, AutoTokenizer
 
 import evaluation
+from tests.numerics import assert_close_scaled, spearman_rounding_tolerance
 from tests.test_senteval_sts import YEARS, make_sts_data
 
 
@@ -156,15 +157,19 @@ def test_dev_metrics_encode_only_dev_splits(tiny_bert_dir: Path, data_dir: Path)
     assert set(seen) == {r[5] for r in dev} | {r[6] for r in dev} | {r[1] for r in trial} | {r[2] for r in trial}
     assert len(seen) == len(set(seen))
 
-    def ref(pairs: list[tuple[str, str]], gold: list[float]) -> float:
+    def ref(pairs: list[tuple[str, str]], gold: list[float]) -> tuple[float, float]:
+        """rho, and how far float32 rounding of the cosines (other batches here) may move it."""
         ea, eb = inner([p[0] for p in pairs]).numpy(), inner([p[1] for p in pairs]).numpy()
-        return float(spearmanr((ea * eb).sum(1) / np.linalg.norm(ea, axis=1) / np.linalg.norm(eb, axis=1), gold)[0])
+        cosines = (ea * eb).sum(1) / np.linalg.norm(ea, axis=1) / np.linalg.norm(eb, axis=1)
+        return float(spearmanr(cosines, gold)[0]), spearman_rounding_tolerance(cosines, gold)
 
-    stsb = ref([(r[5], r[6]) for r in dev], [float(r[4]) for r in dev])
-    sick = ref([(r[1], r[2]) for r in trial], [float(r[3]) for r in trial])
-    assert out["stsb_spearman"] == pytest.approx(stsb, abs=1e-5)
-    assert out["sickr_spearman"] == pytest.approx(sick, abs=1e-5)
-    assert out["avg_sts"] == pytest.approx((stsb + sick) / 2, abs=1e-5)
+    (stsb, stsb_tol), (sick, sick_tol) = (
+        ref([(r[5], r[6]) for r in dev], [float(r[4]) for r in dev]),
+        ref([(r[1], r[2]) for r in trial], [float(r[3]) for r in trial]),
+    )
+    assert abs(out["stsb_spearman"] - stsb) <= stsb_tol, (out["stsb_spearman"], stsb, stsb_tol)
+    assert abs(out["sickr_spearman"] - sick) <= sick_tol, (out["sickr_spearman"], sick, sick_tol)
+    assert abs(out["avg_sts"] - (stsb + sick) / 2) <= (stsb_tol + sick_tol) / 2
     assert set(out) == {"stsb_spearman", "sickr_spearman", "avg_sts"}
 
 
@@ -192,7 +197,7 @@ def test_over_long_sentences_are_truncated(tiny_bert_dir: Path) -> None:
     enc = tok("word " * 1000, truncation=True, max_length=8, return_tensors="pt")
     with torch.no_grad():
         ref = model(**enc).last_hidden_state.mean(1)
-    assert torch.allclose(short, ref, atol=1e-5)
+    assert_close_scaled(short, ref, what="truncated embedding")  # float32 forward, other padding
 
 
 def test_alignment_uniformity_on_request(tiny_bert_dir: Path, senteval_data: Path, tmp_path: Path, capsys) -> None:

@@ -121,3 +121,35 @@ def test_transfer_fasttest_close_to_sklearn_nested_cv(minilm_path: Path, senteva
               for wd in (1e-5, 1e-4, 1e-3, 1e-2)]
         accs.append(fit(xin, yin, (1e-5, 1e-4, 1e-3, 1e-2)[int(np.argmax(cv))]).score(x[te], y[te]))
     assert conv["acc"] == pytest.approx(100 * np.mean(accs), abs=0.5), (conv["acc"], 100 * np.mean(accs))
+
+
+# The original SimCSE evaluation.py + SentEval (compatibility patches only) on this model, `--pooler avg
+# --mode fasttest`, CPU, 2 torch threads, torch 2.13 / numpy 2.4 / scikit-learn 1.9: acc, devacc (, MRPC F1).
+ORIGINAL_FASTTEST = {
+    "CR": {"acc": 82.07, "devacc": 82.98},
+    "MRPC": {"acc": 71.71, "devacc": 73.55, "f1": 80.43},
+    "TREC": {"acc": 88.40, "devacc": 84.87},
+}
+
+
+@pytest.fixture
+def two_threads():
+    """The original's numbers were measured with 2 torch threads (a float32 matmul may round differently
+    with another thread count, and one flipped prediction moves an accuracy)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_transfer_fasttest_equals_the_original_to_the_printed_digit(minilm_path: Path, senteval_data: Path,
+                                                                    two_threads) -> None:
+    """The transfer classifiers follow SentEval's randomness protocol (SentEval/README.md), so on the
+    same embeddings they print the original's numbers exactly, not just close ones."""
+    model, tok = ev.load_encoder(minilm_path, "cpu")
+    res = ev.run_senteval(ev.make_embed_fn(model, tok, "avg", "cpu"), list(ORIGINAL_FASTTEST), "fasttest",
+                          senteval_data, progress=False)
+    got = {t: {k: float(f"{res[t][k]:.2f}") for k in want} for t, want in ORIGINAL_FASTTEST.items()}
+    assert got == ORIGINAL_FASTTEST
+    printed = ev.table_values(res, "fasttest")["transfer"]
+    assert (printed["CR"], printed["MRPC"], printed["TREC"]) == ("82.07", "71.71", "88.40")

@@ -18,6 +18,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
 from simcse.export import export_folder  # noqa: E402
+from tests.numerics import spearman_rounding_tolerance  # noqa: E402
 
 NUM_PAIRS = 300  # a slice of STS-B test keeps the test fast on 2 CPU cores
 
@@ -82,6 +83,7 @@ def test_mteb_on_exported_folder(minilm_path, senteval_data, tmp_path, monkeypat
     b = model.encode(s2, normalize_embeddings=True)
     cosines = np.sum(a * b, axis=1)
     independent = spearmanr(gold, cosines).statistic
-    assert mteb_spearman == pytest.approx(independent, abs=1e-4)
+    # float32 cosines from other batches: rounding may swap near-equal scores (tests/numerics.py)
+    assert abs(mteb_spearman - independent) <= spearman_rounding_tolerance(cosines, gold), (mteb_spearman, independent)
     assert split_scores["main_score"] == pytest.approx(mteb_spearman)
     assert mteb_spearman > 0.7  # a real sentence encoder, so the plumbing carries real signal

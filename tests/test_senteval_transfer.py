@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from senteval.tools.classifier import TorchClassifier, parse_optim
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
+from tests.numerics import is_close_scaled
 from tests.test_senteval_sts import batcher, embed_tokens
 
 FAST = {"nhid": 0, "optim": "rmsprop", "batch_size": 32, "tenacity": 3, "epoch_size": 2, "max_epoch": 20}
@@ -99,7 +101,7 @@ def test_mrpc_f1_matches_sklearn_on_the_same_predictions(transfer_dir: Path, mon
     row = [r.split("\t") for r in lines]
     u, v = embed_tokens(row[0][3].split()), embed_tokens(row[0][4].split())
     feats = np.concatenate([np.abs(u - v), u * v]).astype(np.float32)
-    assert any(np.allclose(feats, f, atol=1e-5) for f in seen["x"])
+    assert any(is_close_scaled(f, feats, what="features") for f in seen["x"])  # float32 products
 
 
 def test_sklearn_fallback_runs(transfer_dir: Path) -> None:
@@ -242,3 +244,70 @@ def test_max_epoch_bounds_the_passes(monkeypatch) -> None:
     the checks come after 2, 4 and 6 passes, then the loop ends (no early stop with rising accuracy)."""
     checks, best = _fit_with_scripted_scores(monkeypatch, [0.1 * i for i in range(1, 20)], epoch_size=2, max_epoch=4)
     assert checks == 3 and best == pytest.approx(0.3)
+
+
+@contextlib.contextmanager
+def recorded_training_batches():
+    """Row ids of every training mini-batch fed to an ``nn.Linear`` (column 0 of x holds the row id)."""
+    import torch
+
+    seen: list[list[int]] = []
+
+    def hook(module, args):
+        if module.training and isinstance(module, torch.nn.Linear):
+            seen.append([int(v) for v in args[0][:, 0].tolist()])
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def _id_rows(n: int, d: int = 3, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(seed)
+    x = rng.randn(n, d).astype(np.float32)
+    x[:, 0] = np.arange(n)  # exact in float32: identifies the row inside a batch
+    return x, rng.randint(0, 3, n)
+
+
+def test_shuffles_follow_the_documented_protocol_with_a_hold_out() -> None:
+    """SentEval/README.md: one NumPy stream seeded with the seed; the first permutation of n rows puts
+    its first floor(0.05 n) rows in the hold-out, then every pass draws a permutation of the n_train
+    remaining rows and walks it in batches of batch_size. Expected ids computed here with the global
+    NumPy RNG, as upstream draws them."""
+    import torch
+
+    n, bs = 50, 8
+    x, y = _id_rows(n)
+    config = {"optim": "sgd,lr=0", "batch_size": bs, "tenacity": 100, "epoch_size": 2, "max_epoch": 3}
+    with recorded_training_batches() as seen:
+        clf = TorchClassifier(3, 3, 1e-3, config, device="cpu")
+        clf.fit(x, y, validation_split=0.05)
+    np.random.seed(1111)
+    perm = np.random.permutation(n)
+    train_ids = perm[int(0.05 * n):]  # 2 held out, 48 trained on
+    expected = []
+    for _ in range(4):  # checks after 2 and 4 passes; the loop runs while passes <= max_epoch = 3
+        order = np.random.permutation(len(train_ids))
+        expected += [train_ids[order[i : i + bs]].tolist() for i in range(0, len(order), bs)]
+    assert len(seen) == 4 * 6 and seen == expected
+    # lr 0: the weights are still the initial ones, the first draws of torch's RNG after manual_seed(1111)
+    torch.manual_seed(1111)
+    ref = torch.nn.Linear(3, 3)
+    assert torch.equal(clf.model.weight, ref.weight) and torch.equal(clf.model.bias, ref.bias)
+
+
+def test_shuffles_without_a_hold_out_start_the_stream() -> None:
+    """With validation data nothing is held out: the stream's first permutation is the first pass."""
+    n, bs = 21, 5
+    x, y = _id_rows(n, seed=6)
+    config = {"optim": "sgd,lr=0", "batch_size": bs, "tenacity": 0, "epoch_size": 3, "max_epoch": 10}
+    with recorded_training_batches() as seen:
+        TorchClassifier(3, 3, 1e-3, config, seed=7, device="cpu").fit(x, y, validation_data=(x[:4], y[:4]))
+    np.random.seed(7)
+    expected = []
+    for _ in range(6):  # lr 0: the 2nd check cannot improve and tenacity 0 stops there, after 6 passes
+        order = np.random.permutation(n)
+        expected += [order[i : i + bs].tolist() for i in range(0, n, bs)]
+    assert [len(b) for b in seen[:5]] == [5, 5, 5, 5, 1] and seen == expected

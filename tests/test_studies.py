@@ -16,6 +16,7 @@ from simcse import augment
 from simcse.data import DataFormatError, load_training_dataset
 from simcse.losses import contrastive_loss
 from simcse.models import load_cl_model
+from simcse.settings import RuntimeOptions
 from studies import report, runner
 from studies.catalog import STUDIES
 from studies.spec import Cell, Study, get_scale
@@ -161,9 +162,12 @@ def test_same_dropout_mask_gives_two_identical_views(tiny_bert_dir, monkeypatch,
     batch = tok(["the dog runs in the park", "a man plays", "children eat food ."], padding=True, return_tensors="pt")
     pairs = {k: torch.stack([v, v], 1) for k, v in batch.items()}  # (3, 2, L): unsupervised copies
     seen = _capture_views(monkeypatch)
-    model = load_cl_model(str(tiny_bert_dir), simcse_settings={"pooler_type": pooler_type}).train()  # dropout 0.1
-    model(**pairs)  # default: two dropout masks
-    model.same_dropout_mask = True
+    settings = {"pooler_type": pooler_type}
+    load_cl_model(str(tiny_bert_dir), simcse_settings=settings).train()(**pairs)  # default: two masks (p 0.1)
+    model = load_cl_model(
+        str(tiny_bert_dir), simcse_settings=settings, runtime=RuntimeOptions(same_dropout_mask=True)
+    ).train()
+    assert model.same_dropout_mask
     out = model(**pairs)
     (z1_default, z2_default), (z1, z2) = seen
     assert not torch.equal(z1_default, z2_default)
@@ -179,8 +183,9 @@ def test_same_dropout_mask_refuses_pairs(tiny_bert_dir):
     a = tok(["the dog runs", "a man plays"], **fixed)
     b = tok(["a dog is running", "someone plays"], **fixed)
     pairs = {k: torch.stack([a[k], b[k]], 1) for k in a}
-    model = load_cl_model(str(tiny_bert_dir), simcse_settings={"pooler_type": "cls"}).train()
-    model.same_dropout_mask = True
+    model = load_cl_model(
+        str(tiny_bert_dir), simcse_settings={"pooler_type": "cls"}, runtime=RuntimeOptions(same_dropout_mask=True)
+    ).train()
     with pytest.raises(ValueError, match="unsupervised"):
         model(**pairs)
 
@@ -250,7 +255,7 @@ def test_augmentation_makes_the_second_view_of_unsup_data(tmp_path):
         assert len(second) == len(first) - 1  # one (single-token) word fewer in the second view
     csv_file = tmp_path / "p.csv"
     csv_file.write_text("sent0,sent1\na dog,a puppy\n", encoding="utf-8")
-    with pytest.raises(DataFormatError, match="pairs"):
+    with pytest.raises(DataFormatError, match="unsupervised data; this file has 2 columns"):
         load_training_dataset(csv_file, tok, augmentation="crop:0.1")
 
 

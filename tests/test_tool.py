@@ -1,5 +1,5 @@
-"""The SimCSE tool (SPEC 7): encode order/shapes, similarity shapes, search semantics, exact vs faiss,
-add_to_index, and the pooler choice (explicit > config > 'unsup' heuristic)."""
+"""The SimCSE tool (docs/FAITHFULNESS.md, "Inference tool"): encode order/shapes, similarity shapes, search
+semantics, exact vs faiss, add_to_index, and the pooler choice (explicit > config > 'unsup' heuristic)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from simcse import SimCSE
+from tests.numerics import assert_close_scaled
 
 CORPUS = [
     "A man is playing a guitar.",
@@ -49,13 +50,13 @@ def _expected(tool, corpus_emb, query: str, threshold: float, top_k: int) -> lis
 
 def _assert_same_hits(got, want):
     assert [s for s, _ in got] == [s for s, _ in want]
-    np.testing.assert_allclose([v for _, v in got], [v for _, v in want], atol=1e-5)
+    assert_close_scaled(np.float32([v for _, v in got]), np.float32([v for _, v in want]), scale=1.0, what="scores")
 
 
 def test_encode_shapes_and_order(tool, corpus_emb):
     batched = tool.encode(CORPUS, batch_size=5, return_numpy=True)  # length-sorted batches, then restored
-    np.testing.assert_allclose(batched, corpus_emb, atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    assert_close_scaled(batched, corpus_emb, scale=1.0, what="batched embeddings")  # unit vectors: scale 1
+    assert_close_scaled(np.linalg.norm(batched, axis=1), np.ones(len(CORPUS), np.float32), what="norms")
     assert tool.encode("hi").shape == (384,)
     assert tool.encode("hi", keepdim=True).shape == (1, 384)
     assert tool.encode([]).shape == (0, 384)
@@ -70,11 +71,11 @@ def test_similarity_shapes(tool, corpus_emb):
     assert row.shape == (len(CORPUS),)
     full = tool.similarity(QUERIES, CORPUS)
     assert full.shape == (len(QUERIES), len(CORPUS))
-    np.testing.assert_allclose(full[0], row, atol=1e-5)
-    assert one == pytest.approx(float(row[0]), abs=1e-5)
+    assert_close_scaled(full[0], row, scale=1.0, what="row of the matrix")  # cosines: scale 1
+    assert_close_scaled(np.float32(one), row[0], scale=1.0, what="single similarity")
     # ndarray keys are vectors, not encoded again; scaling them must not change cosine
-    np.testing.assert_allclose(tool.similarity(QUERIES, corpus_emb * 3.0), full, atol=1e-5)
-    assert tool.similarity(QUERIES[0], corpus_emb[0]) == pytest.approx(one, abs=1e-5)
+    assert_close_scaled(tool.similarity(QUERIES, corpus_emb * 3.0), full, scale=1.0, what="vectors as keys")
+    assert_close_scaled(np.float32(tool.similarity(QUERIES[0], corpus_emb[0])), np.float32(one), scale=1.0)
 
 
 @pytest.mark.parametrize("use_faiss", [False, True])

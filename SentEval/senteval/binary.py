@@ -1,4 +1,4 @@
-"""MR, CR, SUBJ, MPQA: one pool of labelled sentences, scored with inner k-fold CV (SPEC 6.3)."""
+"""MR, CR, SUBJ, MPQA: one pool of labelled sentences, inner k-fold CV (docs/FAITHFULNESS.md, "SentEval")."""
 
 from __future__ import annotations
 

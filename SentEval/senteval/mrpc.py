@@ -30,12 +30,17 @@ def load_mrpc(path: Path) -> Pairs:
     return sa, sb, np.array(labels, dtype=np.int64)
 
 
+def _upstream_order(sa: list[list[str]], sb: list[list[str]], y: np.ndarray) -> Pairs:
+    order = sorted(range(len(y)), key=lambda i: (len(sa[i]), len(sb[i]), y[i]))  # stable
+    return [sa[i] for i in order], [sb[i] for i in order], y[order]
+
+
 class MRPCEval:
     def __init__(self, task_dir: Path, params: dotdict) -> None:
-        sa, sb, y = load_mrpc(task_dir / "MRPC" / "msr_paraphrase_train.txt")
-        order = sorted(range(len(y)), key=lambda i: (len(sa[i]), len(sb[i]), y[i]))  # upstream's order
-        self.train: Pairs = ([sa[i] for i in order], [sb[i] for i in order], y[order])
-        self.test: Pairs = load_mrpc(task_dir / "MRPC" / "msr_paraphrase_test.txt")
+        # upstream orders both splits by (length A, length B, label): the train order decides the shuffled
+        # folds and mini-batches, the test order how it is chunked for scoring
+        self.train = _upstream_order(*load_mrpc(task_dir / "MRPC" / "msr_paraphrase_train.txt"))
+        self.test = _upstream_order(*load_mrpc(task_dir / "MRPC" / "msr_paraphrase_test.txt"))
 
     def sentences(self) -> list[list[str]]:
         return self.train[0] + self.train[1] + self.test[0] + self.test[1]

@@ -29,12 +29,19 @@ def load_labelled(path: Path, nclasses: int) -> tuple[list[list[str]], np.ndarra
     return sents, np.array(labels, dtype=np.int64)
 
 
+def _upstream_order(sents: list[list[str]], y: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
+    """Upstream orders every split by (length, label) before embedding; the train order decides the
+    classifier's mini-batches (it indexes the shuffles), the dev/test order how they are chunked."""
+    order = sorted(range(len(sents)), key=lambda i: (len(sents[i]), y[i]))  # stable
+    return [sents[i] for i in order], y[order]
+
+
 class SSTEval:
     """Binary SST: reg picked on dev, test scored once."""
 
     def __init__(self, task_dir: Path, params: dotdict) -> None:
         base = task_dir / "SST" / "binary"
-        self.data = {s: load_labelled(base / f"sentiment-{s}", 2) for s in ("train", "dev", "test")}
+        self.data = {s: _upstream_order(*load_labelled(base / f"sentiment-{s}", 2)) for s in ("train", "dev", "test")}
 
     def sentences(self) -> list[list[str]]:
         return [s for sents, _ in self.data.values() for s in sents]

@@ -1,4 +1,4 @@
-"""STS tasks scored by cosine similarity (SPEC 6.2), plus the STS-B regressor variant.
+"""STS tasks scored by cosine similarity (docs/FAITHFULNESS.md, "SentEval"), plus the STS-B regressor variant.
 
 Reported aggregations: per subset Pearson/Spearman, and ``results['all']`` with ``all`` (correlation
 over the concatenation of every subset, SimCSE's addition and its headline number), ``mean`` and
@@ -155,14 +155,23 @@ def wanted_splits(params: dotdict) -> tuple[str, ...]:
     return splits
 
 
-class STSBenchmarkEval(STSEval):
-    """STS-B scored by raw cosine (SimCSE's change); ``sts-*.csv`` are tab-separated, score in column 4."""
+STSB_FILES = {"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test.csv"}
 
-    files = {"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test.csv"}
+
+def load_stsb_split(folder: Path, split: str) -> Pairs:
+    """One STS-B split from its folder: ``sts-*.csv`` are tab-separated, sentences in columns 5-6, score in 4.
+    The one STS-B reader (SimCSE's alignment/uniformity analysis reads through it too)."""
+    return load_scored_table(Path(folder) / STSB_FILES[split], (5, 6, 4), False)
+
+
+class STSBenchmarkEval(STSEval):
+    """STS-B scored by raw cosine (SimCSE's change); see :func:`load_stsb_split` for the format."""
+
+    files = STSB_FILES
 
     def load(self, task_dir: Path, params: dotdict) -> dict[str, Pairs]:
         base = task_dir / "STS" / "STSBenchmark"
-        return {s: load_scored_table(base / self.files[s], (5, 6, 4), False) for s in wanted_splits(params)}
+        return {s: load_stsb_split(base, s) for s in wanted_splits(params)}
 
 
 class SICKRelatednessEval(STSEval):

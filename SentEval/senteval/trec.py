@@ -28,12 +28,17 @@ def load_trec(path: Path) -> tuple[list[list[str]], np.ndarray]:
     return sents, np.array(labels, dtype=np.int64)
 
 
+def _upstream_order(sents: list[list[str]], y: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
+    order = sorted(range(len(sents)), key=lambda i: (len(sents[i]), y[i]))  # stable, as Python's sorted
+    return [sents[i] for i in order], y[order]
+
+
 class TRECEval:
     def __init__(self, task_dir: Path, params: dotdict) -> None:
-        train_s, train_y = load_trec(task_dir / "TREC" / "train_5500.label")
-        order = sorted(range(len(train_s)), key=lambda i: (len(train_s[i]), train_y[i]))  # upstream's order
-        self.train = ([train_s[i] for i in order], train_y[order])
-        self.test = load_trec(task_dir / "TREC" / "TREC_10.label")
+        # upstream orders both splits by (length, label); the train order decides the shuffled folds and
+        # mini-batches, the test order only how it is chunked for scoring
+        self.train = _upstream_order(*load_trec(task_dir / "TREC" / "train_5500.label"))
+        self.test = _upstream_order(*load_trec(task_dir / "TREC" / "TREC_10.label"))
 
     def sentences(self) -> list[list[str]]:
         return self.train[0] + self.test[0]

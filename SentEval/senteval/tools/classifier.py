@@ -1,9 +1,12 @@
 """Logistic-regression / one-hidden-layer classifier trained with early stopping (SentEval's MLP).
 
-Device-agnostic (upstream hard-wired CUDA). Seeds are reset per classifier so results are
-deterministic for a given device. ``optim="lbfgs"`` instead trains the linear classifier to
-convergence (full-batch L-BFGS, float64), an L2 logistic regression whose numbers do not depend on
-seeds or early stopping. ``SklearnLogReg`` is the ``usepytorch=False`` fallback.
+Device-agnostic (upstream hard-wired CUDA). Randomness follows SentEval's protocol exactly (see
+SentEval/README.md, "Transfer tasks: the randomness protocol"), so on the same features, device and
+library versions the accuracies equal upstream's to the last printed digit: per classifier one NumPy
+stream seeded with ``seed`` draws the 5 % hold-out and then one permutation per pass over the training
+rows; the torch RNG is reseeded right before the ``nn.Linear`` is created. ``optim="lbfgs"`` instead
+trains the linear classifier to convergence (full-batch L-BFGS, float64), an L2 logistic regression whose
+numbers do not depend on seeds or early stopping. ``SklearnLogReg`` is the ``usepytorch=False`` fallback.
 """
 
 from __future__ import annotations
@@ -136,23 +139,27 @@ class TorchClassifier:
             self._build()
             self._fit_lbfgs(x, y)
             return self.score(*validation_data) if validation_data is not None else self.score(x, y)
+        # SentEval seeds NumPy's global RNG when it builds a classifier and draws everything from it: the
+        # hold-out permutation first, then one permutation per pass. A private stream seeded the same way
+        # gives the same draws without touching the caller's global state (one fit per classifier, as in
+        # the wrappers; a second fit starts from the seed again).
+        rng = np.random.RandomState(self.seed)
         if validation_data is None:
-            perm = np.random.RandomState(self.seed).permutation(len(x))
+            perm = rng.permutation(len(x))
             n_val = int(validation_split * len(x))  # floor, as SentEval
             val_idx, tr_idx = perm[:n_val], perm[n_val:]
             validation_data = (x[val_idx], y[val_idx]) if n_val else (x, y)
             x, y = x[tr_idx], y[tr_idx]
         self._build()
         tx, ty = self._tensors(x, y)
-        gen = torch.Generator().manual_seed(self.seed)
-        loss_fn = torch.nn.CrossEntropyLoss()
+        loss_fn = torch.nn.CrossEntropyLoss()  # mean over the batch (upstream's size_average flag is inert)
         best_acc, best_state, bad, passes = -1.0, None, 0, 0
         while passes <= self.max_epoch:
             self.model.train()
             for _ in range(self.epoch_size):
-                perm_t = torch.randperm(len(tx), generator=gen).to(self.device)
-                for i in range(0, len(perm_t), self.batch_size):
-                    idx = perm_t[i : i + self.batch_size]
+                order = torch.from_numpy(rng.permutation(len(tx))).to(self.device)
+                for i in range(0, len(order), self.batch_size):
+                    idx = order[i : i + self.batch_size]
                     loss = loss_fn(self.model(tx[idx]), ty[idx])
                     self.optimizer.zero_grad()
                     loss.backward()
@@ -191,22 +198,30 @@ class TorchClassifier:
                            "optim='lbfgs,max_iter=N'", self.n_iter, self.l2reg)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class ids, computed in chunks of ``batch_size`` rows as SentEval scores (a float32 matmul's
+        rounding can depend on the number of rows, and one flipped prediction moves an accuracy)."""
         self.model.eval()
+        if not len(x):
+            return np.zeros(0, dtype=np.int64)
         with torch.no_grad():
-            logits = torch.cat([self.model(b) for b in self._tensors(x).split(4096)]) if len(x) else None
-        return np.zeros(0, dtype=np.int64) if logits is None else logits.argmax(dim=1).cpu().numpy()
+            logits = torch.cat([self.model(b) for b in self._tensors(x).split(self.batch_size)])  # (n, C)
+        return logits.argmax(dim=1).cpu().numpy()
 
     def score(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Accuracy as a fraction."""
+        """Accuracy as a fraction (correct / n)."""
         return float((self.predict(x) == np.asarray(y)).mean())
 
 
 class SklearnLogReg:
-    """scikit-learn fallback (``usepytorch=False``); ``l2reg`` is used as the inverse strength C."""
+    """scikit-learn fallback (``usepytorch=False``); ``l2reg`` is used as the inverse strength C.
+
+    scikit-learn's defaults (lbfgs, ``max_iter=100``) as in SentEval; ``config["sklearn_max_iter"]``
+    raises the cap (not upstream's numbers then).
+    """
 
     def __init__(self, inputdim: int, nclasses: int, l2reg: float, config: dict, seed: int = 1111,
                  device: str | torch.device | None = None) -> None:
-        self.clf = LogisticRegression(C=l2reg, random_state=seed, max_iter=1000)
+        self.clf = LogisticRegression(C=l2reg, random_state=seed, max_iter=int(config.get("sklearn_max_iter", 100)))
 
     def fit(self, x: np.ndarray, y: np.ndarray, validation_data=None, validation_split: float = 0.0) -> float:
         self.clf.fit(x, y)
