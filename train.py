@@ -179,6 +179,14 @@ def configure_compile(training_args: OurTrainingArguments, static_shapes: bool) 
         )
 
 
+def apply_dropout(config, dropout: float | None) -> None:
+    """``--dropout p``: the encoder's hidden and attention dropout (paper Table 3); None keeps the checkpoint's."""
+    if dropout is None:
+        return
+    config.hidden_dropout_prob = dropout
+    config.attention_probs_dropout_prob = dropout
+
+
 def check_launch(
     model_args: ModelArguments, data_args: DataTrainingArguments, training_args: OurTrainingArguments
 ) -> None:
@@ -220,6 +228,7 @@ def load_config_and_tokenizer(model_args: ModelArguments):
     with translate_load_errors(config_source, cache_dir=model_args.cache_dir, part="config"):
         config = AutoConfig.from_pretrained(config_source, **hub_kwargs(model_args))
     model_class_for(config, model_args.model_name_or_path)  # unsupported types fail before any work
+    apply_dropout(config, model_args.dropout)
     check_model_weights(model_args.model_name_or_path)
     tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
     with translate_load_errors(tokenizer_source, cache_dir=model_args.cache_dir, part="tokenizer"):
@@ -245,6 +254,8 @@ def load_training_data(data_args: DataTrainingArguments, training_args: OurTrain
         overwrite=data_args.overwrite_cache,
         is_local_main=training_args.local_process_index == 0,
         stall_timeout=min(300.0, 0.5 * training_args.ddp_timeout),
+        augmentation=data_args.augmentation,
+        augmentation_seed=training_args.seed,
     )
     logger.info("data phase: %.2f s", time.perf_counter() - data_started)
     return train_dataset, summary

@@ -49,6 +49,7 @@ class ModelArguments:
     mlm_weight: float = setting_field("mlm_weight")
     mlp_only_train: bool = setting_field("mlp_only_train")
     gather_negatives: bool = setting_field("gather_negatives")
+    similarity: str = setting_field("similarity")
     # How the heads start (simcse.checkpoints); what was done is recorded (config mlm_head_init, run record).
     mlm_head_from_checkpoint: bool = field(
         default=False,
@@ -79,10 +80,29 @@ class ModelArguments:
     attn_implementation: str | None = field(
         default=None, metadata={"help": "(ours) Attention kernel: sdpa (default when available), eager, ..."}
     )
+    dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "(ours) Dropout rate p of the encoder (config hidden_dropout_prob and "
+            "attention_probs_dropout_prob) for training; default: the checkpoint's (0.1 for BERT/RoBERTa). "
+            "Paper Table 3 varies it."
+        },
+    )
+    # An ablation of the training forward (simcse.settings.RuntimeOptions.same_dropout_mask): not saved.
+    same_dropout_mask: bool = field(
+        default=RuntimeOptions.same_dropout_mask,
+        metadata={
+            "help": "(ours) Unsupervised ablation 'fixed 0.1' (paper Table 3): both views of a sentence share one "
+            "dropout mask, i.e. each sentence is encoded once and that embedding is both z1 and z2 (the two views "
+            "are identical). Needs 2 identical sentences per example."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.simcse_settings()  # one ValueError naming the first bad value
         self.runtime_options()
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
 
     def simcse_settings(self) -> SimCSESettings:
         """The settings recorded in the checkpoint's config.json."""
@@ -94,6 +114,7 @@ class ModelArguments:
             length_buckets=self.length_buckets,
             cls_only_last_layer=self.cls_only_last_layer,
             attn_implementation=self.attn_implementation,
+            same_dropout_mask=self.same_dropout_mask,
         )
 
 
@@ -128,6 +149,14 @@ class DataTrainingArguments:
             "~/.cache/huggingface/datasets/simcse. (--cache_dir is the hub model cache.)"
         },
     )
+    augmentation: str | None = field(
+        default=None,
+        metadata={
+            "help": "(ours) Unsupervised data only: make the second view's text by an augmentation of the first "
+            "(paper Table 1): crop:K (keep a random contiguous (1-K) of the words), word_deletion:K (delete K of the "
+            "words), delete_one_word. Drawn once per sentence with --seed. Default: none (dropout only)."
+        },
+    )
 
     def __post_init__(self) -> None:
         # The original touched a non-existent `validation_file` here (an AttributeError); say what is wrong.
@@ -135,6 +164,10 @@ class DataTrainingArguments:
             raise ValueError("--train_file is required (a .txt, .csv or .tsv file)")
         if not 0.0 <= self.mlm_probability <= 1.0:
             raise ValueError(f"--mlm_probability must be in [0, 1], got {self.mlm_probability}")
+        if self.augmentation:
+            from simcse.augment import parse_augmentation
+
+            parse_augmentation(self.augmentation)  # a bad spec fails at parse time, not after loading the model
 
 
 @dataclass

@@ -24,6 +24,7 @@ import functools
 import hashlib
 import io
 import logging
+import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,15 +322,46 @@ def build_train_dataset(
     return raw.map(fn, batched=True, num_proc=num_proc, remove_columns=raw.column_names, desc="Tokenizing")
 
 
+def augmented_view(sentences: list[str], spec: str, rng: random.Random, source: str | Path, columns: int) -> list[str]:
+    """The second view of unsupervised data made by ``spec`` (paper Table 1; simcse.augment): one draw of ``rng``
+    per sentence in file order, so the in-memory and the streamed (cached) training sets get the same texts.
+
+    ``columns``: how many columns the file has; only one-column (unsupervised) data has a second view to make.
+    """
+    from simcse.augment import parse_augmentation
+
+    if columns != 1:
+        raise DataFormatError(
+            source, 0, f"--augmentation makes the second view of unsupervised data; this file has {columns} columns"
+        )
+    fn = parse_augmentation(spec)
+    return [fn(s, rng) for s in sentences]
+
+
+def apply_augmentation(texts: TrainingTexts, spec: str, seed: int = 42) -> None:
+    """In-memory path: ``sent1 = augment(sent0)`` with one RNG seeded with ``seed`` (see :func:`augmented_view`)."""
+    columns = 1 if texts.num_sent == 2 and texts.columns["sent0"] == texts.columns["sent1"] else texts.num_sent
+    texts.columns["sent1"] = augmented_view(texts.columns["sent0"], spec, random.Random(seed), texts.source, columns)
+    logger.info("%s: second view augmented with %s (seed %d)", texts.source, spec, seed)
+
+
 def load_training_dataset(
     path: str | Path,
     tokenizer: PreTrainedTokenizerBase,
     max_seq_length: int = 32,
     pad_to_max_length: bool = False,
     num_proc: int | None = None,
+    augmentation: str | None = None,
+    augmentation_seed: int = 42,
 ) -> tuple[datasets.Dataset, TrainingDataSummary]:
-    """Read, validate and tokenise a training file in one call; logs what was loaded."""
+    """Read, validate and tokenise a training file in one call; logs what was loaded.
+
+    ``augmentation`` (e.g. ``"crop:0.1"``, see :mod:`simcse.augment`) rewrites the second view of each
+    *unsupervised* example (``sent1 = augment(sent0)``); supervised pairs are left alone (it is an error).
+    """
     texts = read_training_file(path)
+    if augmentation:
+        apply_augmentation(texts, augmentation, augmentation_seed)
     summary = texts.summary()
     logger.info(
         "%s: %d examples, %d sentences each, %d blank line(s) skipped",

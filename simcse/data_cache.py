@@ -16,9 +16,10 @@ Cache layout, under ``--data_cache_dir`` (default ``$HF_DATASETS_CACHE/simcse``)
     <key>.failed          under torchrun: the error of a failed build, for the other ranks of that launch
 
 The key is a sha256 over everything that changes the stored result: the file's bytes, the parse format, the
-tokenizer (its saved files and settings, library versions), ``max_seq_length``, the padding and
-:data:`SCHEMA_VERSION`. A build writes into ``.tmp-<key>-<pid>/`` and is renamed into place only when complete,
-so a killed build leaves nothing that is later used (its temporary folder is removed by the next builder).
+tokenizer (its saved files and settings, library versions), ``max_seq_length``, the padding,
+:data:`SCHEMA_VERSION` and, only when one is asked for, the ``--augmentation`` of the second view and its seed.
+A build writes into ``.tmp-<key>-<pid>/`` and is renamed into place only when complete, so a killed build
+leaves nothing that is later used (its temporary folder is removed by the next builder).
 The file name, size and mtime are not in the key: an edited file always gets a new key, a copied one reuses it.
 """
 
@@ -31,6 +32,7 @@ import json
 import logging
 import multiprocessing
 import os
+import random
 import shutil
 import socket
 import sys
@@ -55,7 +57,14 @@ from simcse.cache_wait import (
     wait_for_launch_build,
     write_json,
 )
-from simcse.data import COLUMN_NAMES, DataFormatError, TrainingDataSummary, TrainingFileReader, column_chunks
+from simcse.data import (
+    COLUMN_NAMES,
+    DataFormatError,
+    TrainingDataSummary,
+    TrainingFileReader,
+    augmented_view,
+    column_chunks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +123,20 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def cache_key_inputs(
-    path: str | Path, tokenizer: PreTrainedTokenizerBase, max_seq_length: int, pad_to_max_length: bool
+    path: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int,
+    pad_to_max_length: bool,
+    augmentation: str | None = None,
+    augmentation_seed: int = 42,
 ) -> dict:
-    """Everything that changes the tokenised result (one full read of the file for its hash)."""
+    """Everything that changes the tokenised result (one full read of the file for its hash).
+
+    An augmented second view (``--augmentation``, drawn with ``augmentation_seed``) is part of the key, so an
+    augmented run never opens a plain cache nor the reverse; without one the key is what it always was.
+    """
     reader = TrainingFileReader(path)  # validates the extension; gives the parse format
-    return {
+    inputs = {
         "schema_version": SCHEMA_VERSION,
         "file_sha256": file_sha256(path),
         "format": reader.format,
@@ -126,6 +144,9 @@ def cache_key_inputs(
         "max_seq_length": max_seq_length,
         "padding": "max_length" if pad_to_max_length else False,
     }
+    if augmentation:
+        inputs.update(augmentation=augmentation, augmentation_seed=augmentation_seed)
+    return inputs
 
 
 def cache_key(inputs: dict) -> str:
@@ -171,6 +192,16 @@ def _features_for(batch: pa.RecordBatch) -> datasets.Features:
             for field in batch.schema
         }
     )
+
+
+def _augmented(
+    chunks: Iterator[list[list[str]]], reader: TrainingFileReader, spec: str, seed: int
+) -> Iterator[list[list[str]]]:
+    """Each chunk's second view made by ``spec``: one RNG over the whole file, in file order (the in-memory
+    path's draws, simcse.data.augmented_view), so every sentence gets the same augmentation either way."""
+    rng = random.Random(seed)
+    for cols in chunks:
+        yield [cols[0], augmented_view(cols[0], spec, rng, reader.path, len(cols))]
 
 
 _WORKER: dict = {}
@@ -272,7 +303,10 @@ def build_cache(
     chunk_examples: int | None = None,
     progress_file: Path | None = None,
 ) -> dict:
-    """Stream ``path`` into ``target`` (a fresh folder: data, meta, then the READY marker); returns the meta."""
+    """Stream ``path`` into ``target`` (a fresh folder: data, meta, then the READY marker); returns the meta.
+
+    With ``augmentation`` in ``key_inputs`` the second view of each (unsupervised) example is its augmented text.
+    """
     padding = "max_length" if pad_to_max_length else False
     reader = TrainingFileReader(path)
     data_path = target / DATA_FILE
@@ -280,6 +314,8 @@ def build_cache(
     progress = _BuildProgress(reader, os.path.getsize(path), progress_file)
     try:
         chunks = column_chunks(reader, chunk_examples or CHUNK_EXAMPLES)
+        if key_inputs.get("augmentation"):
+            chunks = _augmented(chunks, reader, key_inputs["augmentation"], key_inputs["augmentation_seed"])
         batches = _tokenized_batches(chunks, tokenizer, max_seq_length, padding, pool, num_proc)
         _write_arrow_stream(batches, data_path, progress)
     finally:
@@ -328,6 +364,8 @@ def load_cached_training_dataset(
     overwrite: bool = False,
     is_local_main: bool = True,
     stall_timeout: float = 300.0,
+    augmentation: str | None = None,
+    augmentation_seed: int = 42,
 ) -> tuple[datasets.Dataset, TrainingDataSummary]:
     """The tokenised training set of ``path``, from the cache or built into it; logs where it is.
 
@@ -335,9 +373,11 @@ def load_cached_training_dataset(
     the same file. A wait ends with :class:`TrainingCacheError` once the builder has shown no progress for
     ``stall_timeout`` seconds (set it below the DDP timeout). ``overwrite`` rebuilds even a complete cache; under
     ``torchrun`` only the local main process (``is_local_main``) rebuilds and the others open its build.
+    ``augmentation`` (e.g. ``"crop:0.1"``, simcse.augment) makes the second view of unsupervised data, drawn
+    with ``augmentation_seed``; both are in the cache key.
     """
     root = _cache_root(cache_root)
-    key_inputs = cache_key_inputs(path, tokenizer, max_seq_length, pad_to_max_length)
+    key_inputs = cache_key_inputs(path, tokenizer, max_seq_length, pad_to_max_length, augmentation, augmentation_seed)
     key = cache_key(key_inputs)
     final = root / key
     progress_file, lock_path = root / f"{key}.progress", root / f"{key}.lock"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from simcse.settings import SIMILARITIES
+
 
 def cosine_logits(a: torch.Tensor, b: torch.Tensor, temp: float) -> torch.Tensor:
     """Pairwise cosine similarity divided by the temperature.
@@ -24,12 +26,22 @@ def cosine_logits(a: torch.Tensor, b: torch.Tensor, temp: float) -> torch.Tensor
     return (a @ b.T) / temp
 
 
+def dot_logits(a: torch.Tensor, b: torch.Tensor, temp: float) -> torch.Tensor:
+    """Pairwise dot product without normalisation, divided by the temperature (paper Table D.1's "dot product").
+
+    a: (N, H), b: (M, H) -> (N, M), in at least fp32 like :func:`cosine_logits` (fp64 stays fp64).
+    """
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    return (a.to(dtype) @ b.to(dtype).T) / temp
+
+
 def contrastive_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
     z3: torch.Tensor | None = None,
     temp: float = 0.05,
     hard_negative_weight: float = 0.0,
+    similarity: str = "cosine",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """InfoNCE over in-batch negatives, optionally with hard negatives (docs/FAITHFULNESS.md, "Contrastive loss").
 
@@ -40,15 +52,19 @@ def contrastive_loss(
         temp: softmax temperature tau (0.05 in the paper; sentence-transformers' ``scale`` = 1/temp).
         hard_negative_weight: the **log** of the weight alpha of an anchor's own hard negative: it is
             added to logit [i, N + i] after the division by tau, so 0 means alpha = 1 (paper Eq. 5).
+        similarity: ``cosine`` (the paper's) or ``dot`` (unnormalised dot product, the ablation of Table D.1).
 
     Returns:
         (loss, logits): mean cross-entropy over the N anchors (not symmetrised: only z1 rows are
         anchors), and the logits matrix, (N, N) or (N, 2N).
     """
-    logits = cosine_logits(z1, z2, temp)  # (N, N)
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    sim = cosine_logits if similarity == "cosine" else dot_logits
+    logits = sim(z1, z2, temp)  # (N, N)
     if z3 is not None:
         n = z1.size(0)
-        hard = cosine_logits(z1, z3, temp)  # (N, N)
+        hard = sim(z1, z3, temp)  # (N, N)
         if hard_negative_weight != 0.0:
             hard = hard + hard_negative_weight * torch.eye(n, device=hard.device, dtype=hard.dtype)
         logits = torch.cat([logits, hard], dim=1)  # (N, 2N)

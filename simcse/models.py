@@ -115,6 +115,17 @@ class _RobertaMLMHead(nn.Module):
         return self.decoder(self.layer_norm(F.gelu(self.dense(h)))) + self.bias
 
 
+def _first_view(input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels):
+    """Keep sentence 0 of each (B, 2, L) example: the two views of unsupervised data are the same tokens.
+
+    Returns the five tensors (None stays None) as (B, 1, L).
+    """
+    if input_ids.size(1) != 2 or not torch.equal(input_ids[:, 0], input_ids[:, 1]):
+        raise ValueError("--same_dropout_mask needs unsupervised data (each example twice the same sentence)")
+    return tuple(None if t is None else t[:, :1] for t in (input_ids, attention_mask, token_type_ids,
+                                                           mlm_input_ids, mlm_labels))
+
+
 class _SimCSEMixin:
     """Forward logic shared by :class:`BertForCL` and :class:`RobertaForCL`."""
 
@@ -203,6 +214,11 @@ class _SimCSEMixin:
     def cls_only_last_layer(self) -> bool:
         return self.runtime.cls_only_last_layer
 
+    @property
+    def same_dropout_mask(self) -> bool:
+        """The "fixed 0.1" ablation (RuntimeOptions.same_dropout_mask): both views share one dropout mask."""
+        return self.runtime.same_dropout_mask
+
     def _use_cls_shortcut(self) -> bool:
         """Whether the training forward may run the last layer at [CLS] only (same loss, less work).
         Not under torch.compile (not measured there; compiled graphs keep the full layer)."""
@@ -274,6 +290,11 @@ class _SimCSEMixin:
     def _contrastive_forward(
         self, input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels, return_dict, **kwargs
     ):
+        if self.same_dropout_mask:
+            # "fixed 0.1" (paper Table 3): encode each sentence once; its embedding is both views.
+            input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels = _first_view(
+                input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels
+            )
         batch_size, num_sent, seq_len = input_ids.shape  # (B, S, L); S = 2 pairs, 3 with hard negatives
 
         def flat(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -297,6 +318,8 @@ class _SimCSEMixin:
             )
             hidden_states = outputs.hidden_states
         pooled = pooled.view(batch_size, num_sent, -1)  # (B, S, H)
+        if self.same_dropout_mask:
+            pooled = pooled.expand(-1, 2, -1)  # (B, 1, H) -> (B, 2, H): z2 is z1, one mask for both views
         z1, z2 = pooled[:, 0], pooled[:, 1]  # (B, H) anchors, positives
         z3 = pooled[:, 2] if num_sent == 3 else None  # (B, H) hard negatives
 
@@ -305,7 +328,12 @@ class _SimCSEMixin:
             z1, z2 = gather_with_local_grad(z1), gather_with_local_grad(z2)
 
         loss, logits = contrastive_loss(
-            z1, z2, z3, temp=self.config.temp, hard_negative_weight=self.config.hard_negative_weight
+            z1,
+            z2,
+            z3,
+            temp=self.config.temp,
+            hard_negative_weight=self.config.hard_negative_weight,
+            similarity=self.config.similarity,
         )
 
         if self.config.do_mlm and mlm_input_ids is not None:

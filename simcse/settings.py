@@ -24,6 +24,9 @@ from typing import Any
 # The poolers that can be trained (the legacy first-last variant exists only to evaluate baselines).
 TRAIN_POOLERS: tuple[str, ...] = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
 
+# The similarities of the contrastive loss (simcse.losses.contrastive_loss): the paper's and Table D.1's.
+SIMILARITIES: tuple[str, ...] = ("cosine", "dot")
+
 # 0 = automatic: simcse.length_buckets picks 4 on the CPU and 1 (one padded pass) elsewhere.
 DEFAULT_LENGTH_BUCKETS = 0
 
@@ -48,6 +51,11 @@ class SimCSESettings:
     mlm_weight: float = _setting(0.1, "Weight lambda of the MLM loss.")
     gather_negatives: bool = _setting(
         True, "(ours) Under DDP, use every rank's sentences as negatives, as the paper does."
+    )
+    similarity: str = _setting(
+        "cosine",
+        "(ours) Similarity in the contrastive loss: cosine (the paper's) or dot (dot product without "
+        "normalisation, paper Table D.1; still divided by --temp, so --temp 1 gives the plain dot product).",
     )
 
     def __post_init__(self) -> None:
@@ -117,6 +125,9 @@ def settings_problem(values: Mapping[str, Any]) -> str | None:
     pooler_type = values.get("pooler_type", DEFAULTS["pooler_type"])
     if pooler_type not in TRAIN_POOLERS:
         return f"--pooler_type {pooler_type!r} is not one of: {', '.join(TRAIN_POOLERS)}"
+    similarity = values.get("similarity", DEFAULTS["similarity"])
+    if similarity not in SIMILARITIES:
+        return f"--similarity {similarity!r} is not one of: {', '.join(SIMILARITIES)}"
     for name in ("temp", "mlm_weight", "hard_negative_weight"):
         value = values.get(name, DEFAULTS[name])
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -131,18 +142,27 @@ def settings_problem(values: Mapping[str, Any]) -> str | None:
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """Speed options of the training forward and of evaluation: the same numbers, computed differently.
+    """Options of this run's forward that are not part of the checkpoint, given to the model once, when built.
+
+    The first three are speed options of the training forward and of evaluation: the same numbers,
+    computed differently. ``same_dropout_mask`` is the one exception: an ablation switch of the
+    unsupervised training forward that *changes* the loss; it lives here, not in :class:`SimCSESettings`,
+    because the trained checkpoint is used exactly like any other (nothing to record in config.json).
 
     length_buckets: encode each training batch as N length-sorted buckets (0 = automatic: 4 on the CPU,
         1 on GPUs and under torch.compile; 1 = one padded pass as the original); see simcse.length_buckets.
     cls_only_last_layer: with a [CLS] pooler, run the last layer at [CLS] only, in training and in
         evaluation (simcse.cls_shortcut); False = the full last layer, as the original.
     attn_implementation: transformers' attention kernel (sdpa, eager, ...); None = transformers' choice.
+    same_dropout_mask: the "fixed 0.1" ablation (paper Table 3; docs/FAITHFULNESS.md, "Dropout, views and
+        augmentations"): each unsupervised sentence is encoded once and that embedding is both views, so the
+        two views share one dropout mask. False (default) = two independent passes, as the paper.
     """
 
     length_buckets: int = DEFAULT_LENGTH_BUCKETS
     cls_only_last_layer: bool = True
     attn_implementation: str | None = None
+    same_dropout_mask: bool = False
 
     def __post_init__(self) -> None:
         if self.length_buckets < 0:
@@ -154,6 +174,6 @@ class RuntimeOptions:
 
 
 __all__ = [
-    "CONFIG_KEYS", "DEFAULTS", "RuntimeOptions", "SimCSESettings", "TRAIN_POOLERS", "settings_problem",
+    "CONFIG_KEYS", "DEFAULTS", "RuntimeOptions", "SIMILARITIES", "SimCSESettings", "TRAIN_POOLERS", "settings_problem",
     "test_time_pooler",
 ]

@@ -22,7 +22,13 @@ import pytest
 
 import simcse.data_cache as data_cache
 from simcse.cache_wait import launch_token
-from simcse.data import DataFormatError, TrainingFileReader, build_train_dataset, read_training_file
+from simcse.data import (
+    DataFormatError,
+    TrainingFileReader,
+    apply_augmentation,
+    build_train_dataset,
+    read_training_file,
+)
 from simcse.data_cache import (
     READY_FILE,
     TrainingCacheError,
@@ -210,6 +216,54 @@ def test_key_covers_every_input_that_changes_the_result(tmp_path, monkeypatch):
     changed.append(cache_key(cache_key_inputs(txt, bert, 32, False)))
     assert len({base, *changed}) == len(changed) + 1
     assert changed[-2] != cache_key(cache_key_inputs(txt, bert, 32, True))  # padding side vs plain padding
+
+
+def test_augmented_and_plain_runs_never_share_a_cache(tmp_path, builds, monkeypatch):
+    """--augmentation (and its seed) are in the key: each of the four calls builds its own cache, a repeat is
+    served from its own, and every result equals the in-memory path with the same augmentation."""
+    monkeypatch.setattr(data_cache, "CHUNK_EXAMPLES", 2)  # the RNG must run on across chunks
+    tokenizer = make_tokenizer("bert")
+    path = write(tmp_path, "w.txt", "the cat sat on the mat\na b c d e f g\n\none two three four\nx y\nlast one\n")
+    root = tmp_path / "cache"
+
+    def in_memory(spec: str | None, seed: int) -> list[dict]:
+        texts = read_training_file(path)
+        if spec:
+            apply_augmentation(texts, spec, seed)
+        return rows(build_train_dataset(texts, tokenizer))
+
+    plain, _ = load_cached_training_dataset(path, tokenizer, cache_root=root)
+    crop, _ = load_cached_training_dataset(path, tokenizer, cache_root=root, augmentation="crop:0.3",
+                                           augmentation_seed=1)
+    crop2, _ = load_cached_training_dataset(path, tokenizer, cache_root=root, augmentation="crop:0.3",
+                                            augmentation_seed=2)
+    dele, _ = load_cached_training_dataset(path, tokenizer, cache_root=root, augmentation="delete_one_word",
+                                           augmentation_seed=1)
+    assert len(builds) == len(set(builds)) == 4
+    assert rows(plain) == in_memory(None, 0) == reference(path, tokenizer)
+    assert rows(crop) == in_memory("crop:0.3", 1) != rows(plain)
+    assert rows(crop2) == in_memory("crop:0.3", 2) != rows(crop)
+    assert rows(dele) == in_memory("delete_one_word", 1)
+    # by hand: the first view is the sentence, the second one word shorter (one wordpiece per word here)
+    for row in rows(dele):
+        first, second = row["input_ids"]
+        assert len(second) == len(first) - 1 or len(first) == 3  # "x y" -> "y"; a one-word sentence is kept
+    again_plain, _ = load_cached_training_dataset(path, tokenizer, cache_root=root)
+    again_crop, _ = load_cached_training_dataset(path, tokenizer, cache_root=root, augmentation="crop:0.3",
+                                                 augmentation_seed=1)
+    assert len(builds) == 4
+    assert rows(again_plain) == rows(plain) and rows(again_crop) == rows(crop)
+    # the plain key is unchanged by the option (existing caches stay valid)
+    assert builds[0].name == cache_key(cache_key_inputs(path, tokenizer, 32, False))
+    assert "augmentation" not in cache_key_inputs(path, tokenizer, 32, False)
+
+
+def test_augmentation_of_pairs_fails_with_the_file_and_leaves_no_cache(tmp_path):
+    path = write(tmp_path, "p.csv", "sent0,sent1\na dog,a puppy\n")
+    root = tmp_path / "cache"
+    with pytest.raises(DataFormatError, match=r"p\.csv:0: --augmentation .* unsupervised data; this file has 2"):
+        load_cached_training_dataset(path, make_tokenizer("bert"), cache_root=root, augmentation="crop:0.1")
+    assert not any(p.name.startswith(".tmp") or (p / READY_FILE).exists() for p in root.iterdir())
 
 
 def test_overwrite_cache_rebuilds_a_damaged_cache(tmp_path, builds):

@@ -26,7 +26,7 @@ SENTENCES = ["a", "the dog runs in the park with a red ball", "children eat", "a
 def test_settings_keys_and_defaults_are_the_papers():
     assert SimCSESettings().to_dict() == {
         "pooler_type": "cls", "temp": 0.05, "mlp_only_train": False, "hard_negative_weight": 0.0,
-        "do_mlm": False, "mlm_weight": 0.1, "gather_negatives": True,
+        "do_mlm": False, "mlm_weight": 0.1, "gather_negatives": True, "similarity": "cosine",
     }
     assert set(CONFIG_KEYS) == set(SimCSESettings().to_dict())
 
@@ -42,6 +42,9 @@ def test_command_line_builds_the_settings_with_the_original_flag_names():
     (plain,) = parser.parse_args_into_dataclasses([])
     assert plain.simcse_settings() == SimCSESettings()  # defaults come from the settings object
     assert plain.runtime_options() == RuntimeOptions()
+    (ablation,) = parser.parse_args_into_dataclasses(["--similarity", "dot", "--same_dropout_mask"])
+    assert ablation.simcse_settings() == SimCSESettings(similarity="dot")  # a setting: recorded in config.json
+    assert ablation.runtime_options() == RuntimeOptions(same_dropout_mask=True)  # a forward option: not recorded
 
 
 @pytest.mark.parametrize(
@@ -51,6 +54,7 @@ def test_command_line_builds_the_settings_with_the_original_flag_names():
         ({"temp": 0.0}, r"^--temp must be positive, got 0.0$"),
         ({"temp": "hot"}, r"^--temp must be a number, got 'hot'$"),
         ({"do_mlm": "yes"}, r"^--do_mlm must be true or false, got 'yes'$"),
+        ({"similarity": "euclid"}, r"^--similarity 'euclid' is not one of: cosine, dot$"),
     ],
 )
 def test_each_bad_value_gets_one_message(values, message):
@@ -74,17 +78,20 @@ def test_config_round_trip_and_back_fill(tiny_bert_dir):
 
 
 def test_loaded_model_records_every_setting_and_no_speed_option(tiny_bert_dir, tmp_path):
-    settings = SimCSESettings(temp=0.1, gather_negatives=False)
-    runtime = RuntimeOptions(length_buckets=3, cls_only_last_layer=False, attn_implementation="eager")
+    settings = SimCSESettings(temp=0.1, gather_negatives=False, similarity="dot")
+    runtime = RuntimeOptions(
+        length_buckets=3, cls_only_last_layer=False, attn_implementation="eager", same_dropout_mask=True
+    )
     model = load_cl_model(str(tiny_bert_dir), simcse_settings=settings, runtime=runtime)
     assert model.runtime == runtime and model.config._attn_implementation == "eager"
-    assert (model.length_buckets, model.cls_only_last_layer) == (3, False)
-    with pytest.raises(AttributeError):
-        model.length_buckets = 1  # fixed at construction: the old attribute poking fails loudly
+    assert (model.length_buckets, model.cls_only_last_layer, model.same_dropout_mask) == (3, False, True)
+    for name in ("length_buckets", "same_dropout_mask"):
+        with pytest.raises(AttributeError):
+            setattr(model, name, 1)  # fixed at construction: the old attribute poking fails loudly
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert {k: saved[k] for k in CONFIG_KEYS} == settings.to_dict()
-    assert not {"length_buckets", "cls_only_last_layer", "runtime"} & set(saved)
+    assert not {"length_buckets", "cls_only_last_layer", "runtime", "same_dropout_mask"} & set(saved)
 
 
 def test_model_card_and_back_fill_include_gather_negatives(tiny_bert_dir, tmp_path):
