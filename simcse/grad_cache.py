@@ -129,7 +129,10 @@ def cached_contrastive_loss(
         if core.training and config.gather_negatives:
             z3 = gather_with_local_grad(z3) if z3 is not None else None  # (N, H), N = B * world size
             z1, z2 = gather_with_local_grad(z1), gather_with_local_grad(z2)
-        loss, logits = contrastive_loss(z1, z2, z3, temp=config.temp, hard_negative_weight=config.hard_negative_weight)
+        loss, logits = contrastive_loss(
+            z1, z2, z3, temp=config.temp, hard_negative_weight=config.hard_negative_weight,
+            similarity=config.similarity,
+        )
         (cached_grad,) = torch.autograd.grad(loss, embeddings)  # (B, S, H)
     autocast = _autocast_state(device)
     no_sync = getattr(model, "no_sync", None)

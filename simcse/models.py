@@ -274,6 +274,10 @@ class _SimCSEMixin:
         """The (B, S, H) vectors the contrastive loss reads, for (B, S, L) inputs: the loss forward's encoder
         path (length buckets, [CLS]-only last layer), without the loss. Gradient caching (simcse/grad_cache.py)
         calls it twice per chunk, with the same random state, so both passes must take the same branches."""
+        if self.same_dropout_mask:  # "fixed 0.1": one encoding per sentence serves as both views
+            input_ids, attention_mask, token_type_ids, _, _ = _first_view(
+                input_ids, attention_mask, token_type_ids, None, None
+            )
         batch_size, num_sent, _ = input_ids.shape
         ids, mask = input_ids.reshape(batch_size * num_sent, -1), attention_mask.reshape(batch_size * num_sent, -1)
         tt = None if token_type_ids is None else token_type_ids.reshape(batch_size * num_sent, -1)
@@ -285,7 +289,8 @@ class _SimCSEMixin:
             pooled = encode_in_buckets(encode, ids, mask, tt, buckets)
         else:
             pooled = self._encode(ids, mask, tt, training_loss=True)[0]  # (B*S, H)
-        return pooled.view(batch_size, num_sent, -1)  # (B, S, H)
+        pooled = pooled.view(batch_size, num_sent, -1)  # (B, S, H)
+        return pooled.expand(-1, 2, -1) if self.same_dropout_mask else pooled  # (B, 1, H) -> (B, 2, H)
 
     def _contrastive_forward(
         self, input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels, return_dict, **kwargs

@@ -54,6 +54,7 @@ def test_chunk_slices_cover_the_batch_in_order():
         (2, {"pooler_type": "avg"}, 1),  # one padded pass, mean pooling
         (3, {"pooler_type": "cls", "hard_negative_weight": 1.5}, 0),  # supervised with hard negatives
         (3, {"pooler_type": "cls_before_pooler", "hard_negative_weight": -0.7}, 1),
+        (3, {"pooler_type": "avg", "similarity": "dot", "temp": 5.0}, 0),  # paper Table D.1's dot product
     ],
 )
 def test_cached_step_equals_full_batch_step_in_float64(tiny_bert_dir, num_sent, settings, buckets):
@@ -69,6 +70,21 @@ def test_cached_step_equals_full_batch_step_in_float64(tiny_bert_dir, num_sent, 
     assert got.logits.shape == out.logits.shape == (5, 5 * (num_sent - 1))
     assert_close_scaled(got.logits, out.logits.detach(), what="logits")
     assert all(p.grad is None for p in cached.parameters()), "no parameter gradient before backward"
+    got.loss.backward()
+    assert_grads_close(_all_grads(cached), _all_grads(plain))
+
+
+def test_cached_step_with_same_dropout_mask_equals_full_batch_step(tiny_bert_dir):
+    """"Fixed 0.1" (--same_dropout_mask, one encoding per sentence as both views) under gradient caching."""
+    runtime = RuntimeOptions(length_buckets=1, same_dropout_mask=True)
+    single = _examples(1, n=5)
+    batch = {k: torch.cat([v, v], dim=1) for k, v in single.items()}  # (5, 2, L): each sentence twice
+    plain = _cl(tiny_bert_dir, runtime=runtime, pooler_type="cls")
+    out = plain(**batch)
+    out.loss.backward()
+    cached = _cl(tiny_bert_dir, runtime=runtime, pooler_type="cls")
+    got = cached_contrastive_loss(cached, batch, chunk_size=2)
+    assert_close_scaled(got.loss, out.loss.detach(), what="loss")
     got.loss.backward()
     assert_grads_close(_all_grads(cached), _all_grads(plain))
 
