@@ -32,6 +32,7 @@ from simcse.cli_errors import debug_enabled, one_line_errors
 from simcse.data import DataFormatError, SimCSECollator, check_training_file
 from simcse.data_cache import TrainingCacheError, load_cached_training_dataset
 from simcse.eval_file import read_scored_pairs
+from simcse.families import dropout_fields
 from simcse.grad_cache import MLM_REFUSAL
 from simcse.interrupt import (
     SaveFailedError,
@@ -183,8 +184,8 @@ def apply_dropout(config, dropout: float | None) -> None:
     """``--dropout p``: the encoder's hidden and attention dropout (paper Table 3); None keeps the checkpoint's."""
     if dropout is None:
         return
-    config.hidden_dropout_prob = dropout
-    config.attention_probs_dropout_prob = dropout
+    for field in dropout_fields(config.model_type):  # each family's own names (simcse.families)
+        setattr(config, field, dropout)
 
 
 def check_launch(

@@ -41,6 +41,20 @@ CLS_SHORTCUT_OFF: dict[str, str] = {
 # model_type -> why length buckets (simcse.length_buckets) are off; absent = on (equality tested per family).
 LENGTH_BUCKETS_OFF: dict[str, str] = {}
 
+# model_type -> the config fields ``--dropout p`` sets (the encoder's hidden and attention dropout, paper
+# Table 3); absent = BERT's two names. ModernBERT's hidden dropout is split over embeddings and MLP outputs.
+DROPOUT_FIELDS: dict[str, tuple[str, ...]] = {
+    "distilbert": ("dropout", "attention_dropout"),
+    "modernbert": ("embedding_dropout", "mlp_dropout", "attention_dropout"),
+}
+BERT_DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def dropout_fields(model_type: str) -> tuple[str, ...]:
+    """The config fields that hold ``model_type``'s encoder dropout (see DROPOUT_FIELDS)."""
+    return DROPOUT_FIELDS.get(model_type, BERT_DROPOUT_FIELDS)
+
+
 # The types with a SimCSE head, in the order the error message and the README list them.
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "bert", "roberta", "xlm-roberta", "camembert", "distilbert", "albert", "electra", "deberta-v2", "mpnet",

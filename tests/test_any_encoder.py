@@ -358,3 +358,25 @@ def test_max_length_comes_from_the_config_and_the_tokenizer(family_dirs, model_t
     longest = 72 - offset
     ids = torch.tensor([[tok.cls_token_id] + [tok.unk_token_id] * (longest - 2) + [tok.sep_token_id]])
     assert model(input_ids=ids).last_hidden_state.shape[1] == longest  # the longest input runs
+
+
+@pytest.mark.parametrize("model_type", SUPPORTED_MODEL_TYPES)
+def test_dropout_flag_reaches_each_familys_own_dropout_fields(model_type):
+    """``--dropout p`` sets the encoder's hidden and attention dropout under the type's own config names, and
+    the encoder built from that config really drops (no invented attribute that nothing reads)."""
+    from transformers import AutoConfig
+
+    import train
+
+    config = AutoConfig.for_model(model_type)
+    known = set(config.to_dict())
+    train.apply_dropout(config, 0.37)
+    fields = [k for k in known if "drop" in k and getattr(config, k) == 0.37]
+    assert len(fields) >= 2, fields  # hidden (or its parts) and attention
+    assert not {k for k in config.to_dict() if k not in known}, "no new config attribute"
+    small = AutoConfig.for_model(model_type, **{k: getattr(config, k) for k in fields}, vocab_size=60000,
+                                 hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    if model_type == "albert":
+        small.embedding_size = 8
+    probs = {m.p for m in AutoModel.from_config(small).modules() if isinstance(m, torch.nn.Dropout)}
+    assert 0.37 in probs
