@@ -63,6 +63,16 @@ def _max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
+def _replay_is_bitwise(model, step, inputs: dict[str, torch.Tensor], chunk: int) -> bool:
+    """After the measurement: do both passes of every chunk give bitwise the same vectors on this device?"""
+    seen: list[torch.Tensor] = []
+    hook = model.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().clone()))
+    step({k: v[: 2 * chunk] for k, v in inputs.items()})  # two chunks are enough to compare
+    hook.remove()
+    half = len(seen) // 2
+    return len(seen) == 2 * half > 0 and all(torch.equal(a, b) for a, b in zip(seen[:half], seen[half:]))
+
+
 def run_child(args: argparse.Namespace) -> dict:
     """One configuration (``--batch``, ``--chunk``; 0 = plain step) in this process; returns its record."""
     from transformers import AutoTokenizer
@@ -106,15 +116,7 @@ def run_child(args: argparse.Namespace) -> dict:
         if i:  # the first full-size step is untimed (one-time allocations, thread pools)
             times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(device) if cuda else _max_rss_bytes()
-    replay_bitwise = None
-    if args.chunk:  # after the measurement: do both passes of every chunk give bitwise the same vectors here?
-        seen: list[torch.Tensor] = []
-        hook = model.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().clone()))
-        sub = {k: v[: 2 * args.chunk] for k, v in inputs[0].items()}  # two chunks are enough to compare
-        step(sub)
-        hook.remove()
-        half = len(seen) // 2
-        replay_bitwise = len(seen) == 2 * half > 0 and all(torch.equal(a, b) for a, b in zip(seen[:half], seen[half:]))
+    replay_bitwise = _replay_is_bitwise(model, step, inputs[0], args.chunk) if args.chunk else None
     per_step = median(times)
     return {
         "bench": "grad_cache",

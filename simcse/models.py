@@ -442,6 +442,27 @@ def model_class_for(config: PretrainedConfig, source: str = "") -> type:
     return head_class(model_type)
 
 
+def _refuse_mlm_without_head(cls: type, model_name_or_path: str) -> None:
+    """``do_mlm`` on a type without a masked-LM head in transformers: one clear line before any work."""
+    if cls in MODEL_CLASSES.values():
+        return  # BERT and RoBERTa: their own MLM heads
+    try:
+        cls.family.mlm_class()
+    except UnsupportedFamilyError as err:
+        raise UnsupportedModelError(f"{model_name_or_path}: {err}") from None
+
+
+def _restore_exported_mlp(model: nn.Module, model_name_or_path: str, config: PretrainedConfig, info: dict) -> set:
+    """An exported folder's trained separate MLP (``simcse_mlp.safetensors``) into ``model.mlp``; returns the
+    keys still missing (``info["missing_keys"]`` is updated the same way)."""
+    missing = set(info.get("missing_keys", []))
+    if getattr(model, "mlp", None) is not None and "mlp.dense.weight" in missing:
+        if restore_separate_mlp(model.mlp, model_name_or_path, config):
+            missing -= {"mlp.dense.weight", "mlp.dense.bias"}
+            info["missing_keys"] = [k for k in info.get("missing_keys", []) if not k.startswith("mlp.")]
+    return missing
+
+
 def load_cl_model(
     model_name_or_path: str,
     config: PretrainedConfig | None = None,
@@ -484,17 +505,10 @@ def load_cl_model(
         with translate_load_errors(model_name_or_path):
             state = read_original_checkpoint(model_name_or_path, kwargs)
         kwargs["state_dict"] = original_to_our_keys(state, cls.base_model_prefix, cls._mlm_head_prefix)
-    if config.do_mlm and cls not in MODEL_CLASSES.values():
-        try:
-            cls.family.mlm_class()  # a type without a masked-LM head: one clear line before any work
-        except UnsupportedFamilyError as err:
-            raise UnsupportedModelError(f"{model_name_or_path}: {err}") from None
+    if config.do_mlm:
+        _refuse_mlm_without_head(cls, model_name_or_path)
     model, info = load_pretrained(cls, model_name_or_path, config=config, runtime=runtime, **kwargs)
-    missing = set(info.get("missing_keys", []))
-    if getattr(model, "mlp", None) is not None and "mlp.dense.weight" in missing:
-        if restore_separate_mlp(model.mlp, model_name_or_path, config):  # an exported folder's trained MLP
-            missing -= {"mlp.dense.weight", "mlp.dense.bias"}
-            info["missing_keys"] = [k for k in info.get("missing_keys", []) if not k.startswith("mlp.")]
+    missing = _restore_exported_mlp(model, model_name_or_path, config, info)
     mlp, mlp_text = start_mlp(model, source, missing)
     mlm, mlm_text = start_mlm_head(model, source, missing, mlm_head_from_checkpoint)
     if mlm != "none":
@@ -502,11 +516,6 @@ def load_cl_model(
     elif hasattr(model.config, "mlm_head_init"):
         del model.config.mlm_head_init  # left by an earlier MLM run: this one has no MLM head
     model.simcse_heads = {"checkpoint_format": source, "mlp": mlp, "mlm_head": mlm}
-    logger.info(
-        "SimCSE heads of %s (%s): MLP %s; MLM head %s",
-        model_name_or_path,
-        FORMAT_NAMES[source],
-        mlp_text,
-        mlm_text,
-    )
+    logger.info("SimCSE heads of %s (%s): MLP %s; MLM head %s", model_name_or_path, FORMAT_NAMES[source], mlp_text,
+                mlm_text)
     return model

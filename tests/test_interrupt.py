@@ -32,7 +32,13 @@ from safetensors.torch import load_file
 
 import train
 from simcse.run_state import COMPLETE_MARKER, RUN_COMPLETE_MARKER
-from tests.train_runs import logged_losses, short_train_args, start_train_with_callback, write_corpus
+from tests.train_runs import (
+    assert_same_trained_weights,
+    logged_losses,
+    short_train_args,
+    start_train_with_callback,
+    write_corpus,
+)
 
 # The test callback the child's trainer runs (tests/train_runs.py adds it to train.cli()).
 PROBE = """
@@ -106,10 +112,7 @@ def run_printed(command: str) -> None:
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-7)
+    assert_same_trained_weights(load_file(a / "model.safetensors"), load_file(b / "model.safetensors"))
 
 
 def test_sigint_saves_stops_and_the_printed_command_resumes_exactly(tiny_bert_dir, train_txt, uninterrupted, tmp_path):

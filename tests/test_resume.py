@@ -23,7 +23,13 @@ from safetensors.torch import load_file
 import train
 from simcse.run_state import COMPLETE_MARKER, OutputDirError, is_complete_checkpoint
 from tests.numerics import assert_close_scaled
-from tests.train_runs import logged_losses, short_train_args, start_train_with_callback, write_corpus
+from tests.train_runs import (
+    assert_same_trained_weights,
+    logged_losses,
+    short_train_args,
+    start_train_with_callback,
+    write_corpus,
+)
 
 # The callback the child's trainer runs (tests/train_runs.py adds it to train.cli()): it stalls once a given step
 # has ended, so the checkpoint before it is on disk (with its marker) while the child is still alive and training.
@@ -116,9 +122,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_bert_dir, train_txt, unin
     steps = sorted(want)  # steps 5..12 trained after the resume, same dropout masks: the same float32 losses
     assert_close_scaled(np.float32([got[s] for s in steps]), np.float32([want[s] for s in steps]), what="losses")
     ref, final = weights(uninterrupted), weights(out)
-    assert ref.keys() == final.keys()
-    for name in ref:
-        assert_close_scaled(final[name], ref[name], what=name)  # float32 weights, scale: the tensor's own
+    assert_same_trained_weights(final, ref)
     # and training did move the weights, so the comparison means something
     start = load_file(tiny_bert_dir / "model.safetensors")
     key = "embeddings.word_embeddings.weight"
