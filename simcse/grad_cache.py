@@ -6,15 +6,21 @@ accumulation cannot split it: it would shrink the pool of negatives. Gradient ca
 gradients as one full-batch step with the activations of one chunk at a time:
 
 1. embed the batch in chunks of ``chunk_size`` examples without autograd, keeping only the (B, S, H) vectors;
+   the last chunk alone is encoded with autograd and keeps its graph (one chunk's activations, the memory
+   the replay needs anyway), so it is never encoded twice;
 2. compute the loss on those vectors (gathered across DDP ranks as usual) and its gradient with respect to
    them, the (B, S, H) "cached gradient";
-3. re-encode each chunk with autograd and backpropagate its slice of the cached gradient.
+3. backpropagate the last chunk's slice through its kept graph (freeing it), then re-encode every other
+   chunk with autograd and backpropagate its slice of the cached gradient.
+
+A batch of one chunk thus costs what a plain step costs; n chunks cost n - 1 extra no-grad passes.
 
 Step 3 runs inside ``backward`` of the loss that ``CLTrainer.compute_loss`` returns (:class:`_ReplayChunks`),
 so the Trainer's own ``backward`` drives it: gradient accumulation (the 1/GA factor), fp16 loss scaling
 and any other factor applied to the loss reach the parameters, multiplied into the cached gradient.
-Under DDP the chunks but the last are re-encoded in ``no_sync``: one all-reduce per step, of the summed
-chunk gradients (when the Trainer itself is in ``no_sync`` for an accumulation micro-step, none).
+Under DDP every grad-enabled pass but the last backpropagated one runs in ``no_sync``: one all-reduce per
+step, of the summed chunk gradients (when the Trainer itself is in ``no_sync`` for an accumulation
+micro-step, none). With one chunk that pass is the kept one; with more, the last re-encoded chunk.
 
 Each chunk's two passes must compute the same function, dropout included. Before the first pass the CPU
 and the device random states are recorded; the second pass restores them, runs under the same autocast
@@ -115,13 +121,22 @@ def cached_contrastive_loss(
     def encode(sl: slice) -> torch.Tensor:  # (b, S, H) for the chunk's examples
         return model(**{k: v[sl] for k, v in chunk_inputs.items()}, embeddings_only=True)
 
+    no_sync = getattr(model, "no_sync", None)
+
+    def sync_unless(local: bool):
+        """DDP's ``no_sync`` for a grad-enabled pass whose backward must not all-reduce."""
+        return no_sync() if (no_sync is not None and local) else contextlib.nullcontext()
+
+    replayed, kept_slice = slices[:-1], slices[-1]
     states = []
     with torch.no_grad():
         pieces = []
-        for sl in slices:
+        for sl in replayed:
             states.append(_rng_state(device))
             pieces.append(encode(sl))
-    embeddings = torch.cat(pieces).detach().requires_grad_(True)  # (B, S, H), a leaf
+    with torch.enable_grad(), sync_unless(bool(replayed)):
+        kept = encode(kept_slice)  # (b, S, H) with its graph: backpropagated first, never re-encoded
+    embeddings = torch.cat([*pieces, kept.detach()]).detach().requires_grad_(True)  # (B, S, H), a leaf
 
     with torch.enable_grad():
         z1, z2 = embeddings[:, 0], embeddings[:, 1]  # (B, H) anchors, positives
@@ -135,18 +150,19 @@ def cached_contrastive_loss(
         )
         (cached_grad,) = torch.autograd.grad(loss, embeddings)  # (B, S, H)
     autocast = _autocast_state(device)
-    no_sync = getattr(model, "no_sync", None)
+    graph = [kept]  # released by the first backward, so a second one cannot reuse it
 
     def replay(grad_output: torch.Tensor) -> None:
         kind, enabled, dtype = autocast
         fork_devices = [device] if device.type == "cuda" else []
+        last_chunk = graph.pop()
+        torch.autograd.backward(last_chunk, (cached_grad[kept_slice] * grad_output).to(last_chunk.dtype))
         with torch.random.fork_rng(devices=fork_devices), torch.enable_grad(), torch.autocast(
             kind, dtype=dtype, enabled=enabled
         ):
-            for i, (sl, state) in enumerate(zip(slices, states)):
+            for i, (sl, state) in enumerate(zip(replayed, states)):
                 _set_rng_state(device, state)
-                last = i == len(slices) - 1
-                with no_sync() if (no_sync is not None and not last) else contextlib.nullcontext():
+                with sync_unless(i < len(replayed) - 1):
                     chunk = encode(sl)  # (b, S, H), the same function as the first pass
                     grad = (cached_grad[sl] * grad_output).to(chunk.dtype)
                     torch.autograd.backward(chunk, grad)
