@@ -115,6 +115,11 @@ class _RobertaMLMHead(nn.Module):
         return self.decoder(self.layer_norm(F.gelu(self.dense(h)))) + self.bias
 
 
+def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, S, L) -> (B*S, L), rows ordered ex0-s0, ex0-s1, (ex0-s2), ex1-s0, ..."""
+    return None if t is None else t.reshape(-1, t.shape[-1])
+
+
 def _first_view(input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels):
     """Keep sentence 0 of each (B, 2, L) example: the two views of unsupervised data are the same tokens.
 
@@ -268,29 +273,40 @@ class _SimCSEMixin:
             last_hidden_state=outputs.last_hidden_state, pooler_output=pooled, hidden_states=outputs.hidden_states
         )
 
+    def _encode_views(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None, **kwargs: Any
+    ) -> tuple[torch.Tensor, Any]:
+        """(B, S, L) inputs -> ((B, S, H) pooled vectors, hidden states or None): one pass over all B*S sentences
+        (length buckets unless encoder options are passed; the [CLS]-only last layer where it applies). The one
+        encoder path of the loss forward and of gradient caching, so that both take the same branches. Under
+        "fixed 0.1" the inputs hold one view (S = 1) and both views are its vector: (B, 2, H)."""
+        batch_size, num_sent, _ = input_ids.shape
+        ids, mask, tt = _flat(input_ids), _flat(attention_mask), _flat(token_type_ids)  # (B*S, L), ex0-s0, ex0-s1, ...
+        buckets = effective_length_buckets(self.runtime.length_buckets, input_ids.device)
+        if buckets > 1 and not kwargs:
+            pooled = encode_in_buckets(
+                lambda i, m, t: self._encode(i, m, t, training_loss=True)[0], ids, mask, tt, buckets
+            )
+            hidden_states = None
+        else:
+            pooled, outputs = self._encode(ids, mask, tt, training_loss=True, **kwargs)  # (B*S, H)
+            hidden_states = outputs.hidden_states
+        pooled = pooled.view(batch_size, num_sent, -1)  # (B, S, H)
+        if self.same_dropout_mask:
+            pooled = pooled.expand(-1, 2, -1)  # (B, 1, H) -> (B, 2, H): z2 is z1, one mask for both views
+        return pooled, hidden_states
+
     def contrastive_embeddings(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The (B, S, H) vectors the contrastive loss reads, for (B, S, L) inputs: the loss forward's encoder
-        path (length buckets, [CLS]-only last layer), without the loss. Gradient caching (simcse/grad_cache.py)
-        calls it twice per chunk, with the same random state, so both passes must take the same branches."""
+        path (:meth:`_encode_views`), without the loss. Gradient caching (simcse/grad_cache.py) calls it twice
+        per chunk, with the same random state, so both passes must take the same branches."""
         if self.same_dropout_mask:  # "fixed 0.1": one encoding per sentence serves as both views
             input_ids, attention_mask, token_type_ids, _, _ = _first_view(
                 input_ids, attention_mask, token_type_ids, None, None
             )
-        batch_size, num_sent, _ = input_ids.shape
-        ids, mask = input_ids.reshape(batch_size * num_sent, -1), attention_mask.reshape(batch_size * num_sent, -1)
-        tt = None if token_type_ids is None else token_type_ids.reshape(batch_size * num_sent, -1)
-        buckets = effective_length_buckets(self.runtime.length_buckets, input_ids.device)
-        if buckets > 1:
-            def encode(i, m, t):
-                return self._encode(i, m, t, training_loss=True)[0]
-
-            pooled = encode_in_buckets(encode, ids, mask, tt, buckets)
-        else:
-            pooled = self._encode(ids, mask, tt, training_loss=True)[0]  # (B*S, H)
-        pooled = pooled.view(batch_size, num_sent, -1)  # (B, S, H)
-        return pooled.expand(-1, 2, -1) if self.same_dropout_mask else pooled  # (B, 1, H) -> (B, 2, H)
+        return self._encode_views(input_ids, attention_mask, token_type_ids)[0]
 
     def _contrastive_forward(
         self, input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels, return_dict, **kwargs
@@ -300,31 +316,9 @@ class _SimCSEMixin:
             input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels = _first_view(
                 input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels
             )
-        batch_size, num_sent, seq_len = input_ids.shape  # (B, S, L); S = 2 pairs, 3 with hard negatives
-
-        def flat(t: torch.Tensor | None) -> torch.Tensor | None:
-            # (B, S, L) -> (B*S, L), rows ordered ex0-s0, ex0-s1, (ex0-s2), ex1-s0, ...
-            return None if t is None else t.reshape(batch_size * num_sent, -1)
-
+        num_sent = input_ids.shape[1]  # (B, S, L); S = 2 pairs, 3 with hard negatives
         # One pass over all B*S sentences: the two views of a sentence differ only by dropout.
-        buckets = effective_length_buckets(self.runtime.length_buckets, input_ids.device)
-        if buckets > 1 and not kwargs:
-            pooled = encode_in_buckets(
-                lambda ids, mask, tt: self._encode(ids, mask, tt, training_loss=True)[0],
-                flat(input_ids),
-                flat(attention_mask),
-                flat(token_type_ids),
-                buckets,
-            )
-            hidden_states = None
-        else:
-            pooled, outputs = self._encode(
-                flat(input_ids), flat(attention_mask), flat(token_type_ids), training_loss=True, **kwargs
-            )
-            hidden_states = outputs.hidden_states
-        pooled = pooled.view(batch_size, num_sent, -1)  # (B, S, H)
-        if self.same_dropout_mask:
-            pooled = pooled.expand(-1, 2, -1)  # (B, 1, H) -> (B, 2, H): z2 is z1, one mask for both views
+        pooled, hidden_states = self._encode_views(input_ids, attention_mask, token_type_ids, **kwargs)
         z1, z2 = pooled[:, 0], pooled[:, 1]  # (B, H) anchors, positives
         z3 = pooled[:, 2] if num_sent == 3 else None  # (B, H) hard negatives
 
@@ -343,8 +337,8 @@ class _SimCSEMixin:
 
         if self.config.do_mlm and mlm_input_ids is not None:
             # The MLM objective needs its own pass over the masked ids (dropout active again).
-            mlm_loss = self._mlm_objective(flat(mlm_input_ids), flat(attention_mask), flat(token_type_ids),
-                                           flat(mlm_labels))
+            mlm_loss = self._mlm_objective(_flat(mlm_input_ids), _flat(attention_mask), _flat(token_type_ids),
+                                           _flat(mlm_labels))
             loss = loss + self.config.mlm_weight * mlm_loss
 
         if not return_dict:
