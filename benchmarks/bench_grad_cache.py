@@ -5,16 +5,20 @@ without caching, at batch 64 / 256 / 512.
     python -m benchmarks.bench_grad_cache --device cuda            # peak allocated CUDA memory instead of RSS
     python -m benchmarks.bench_grad_cache --batches 64 256 --steps 2 --threads 2
 
-Each configuration runs in a fresh process (``--child``), so one configuration's allocator state or peak
-never leaks into the next. In the child: the model (train.py's unsupervised recipe, its speed defaults) and
+Each configuration runs in fresh processes (``--child``), so one configuration's allocator state or peak
+never leaks into the next. In a child: the model (train.py's unsupervised recipe, its speed defaults) and
 fused AdamW are built, one warm-up step on 2 examples creates the gradients and the optimizer state, and the
-*footprint* is taken (CPU: resident set size; CUDA: allocated bytes). Then ``--steps`` + 1 full-batch steps
-run (the first untimed) and the *peak* is read (CPU: the process's maximum RSS, ``ru_maxrss``; CUDA:
-``max_memory_allocated`` after resetting it). Reported: peak - footprint (the memory a step needs beyond the
-model, its gradients and the optimizer state: activations, or one chunk's with caching), the ratio of that
-to the plain batch-64 step's, and sentences (examples) per second, with the cached/plain time ratio per batch.
-With caching, one more step checks that each chunk's two passes give bitwise the same vectors on this device
-(``replay_bitwise``: same dropout masks, kernels and branches).
+*footprint* is taken (CPU: resident set size; CUDA: allocated bytes). The *time* child then runs ``--steps``
++ 1 full-batch steps (the first untimed). On the CPU a second, *memory* child runs full-batch steps over the
+first ``max(--batches)`` sentences (the same sentences for every configuration) with glibc's mmap threshold
+fixed (:data:`LIVE_MEMORY_ENV`), so that freed activations leave the resident set and its peak
+(``ru_maxrss``) is the live peak; on CUDA the time child's ``max_memory_allocated`` is that already.
+Reported: peak - footprint (the memory a step needs beyond the model, its gradients and the optimizer state:
+activations, or one chunk's with caching), its ratio to the plain batch-64 step's, the same under glibc's
+default allocator (what ``top`` shows: freed memory kept in the heap counts), and sentences (examples) per
+second, with the cached/plain time ratio per batch. With caching, one more step checks that each re-encoded
+chunk's two passes give bitwise the same vectors on this device (``replay_bitwise``: same dropout masks,
+kernels and branches).
 
 Goals (issue 21): with caching, peak at batch 512 within 1.3x of the plain batch-64 peak; time per sentence
 within 1.3x of the plain step at the same batch.
@@ -63,18 +67,31 @@ def _max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _replay_is_bitwise(model, step, inputs: dict[str, torch.Tensor], chunk: int) -> bool:
-    """After the measurement: do both passes of every chunk give bitwise the same vectors on this device?"""
+def _replay_is_bitwise(model, optimizer, inputs: dict[str, torch.Tensor], chunk: int) -> bool:
+    """After the measurement: do both passes of every re-encoded chunk give bitwise the same vectors on this
+    device? Three chunks (of ``chunk`` examples, fewer if the batch is smaller): 0 and 1 are encoded twice,
+    2 once (its graph is kept)."""
+    from simcse.grad_cache import cached_contrastive_loss
+
+    rows = min(3 * chunk, inputs["input_ids"].size(0))
+    part, size = {k: v[:rows] for k, v in inputs.items()}, -(-rows // 3)
     seen: list[torch.Tensor] = []
     hook = model.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().clone()))
-    step({k: v[: 2 * chunk] for k, v in inputs.items()})  # two chunks are enough to compare
+    optimizer_step(optimizer, lambda: cached_contrastive_loss(model, part, size).loss)
     hook.remove()
-    half = len(seen) // 2
-    return len(seen) == 2 * half > 0 and all(torch.equal(a, b) for a, b in zip(seen[:half], seen[half:]))
+    return len(seen) == 5 and all(torch.equal(a, b) for a, b in zip(seen[:2], seen[3:]))
 
 
 def run_child(args: argparse.Namespace) -> dict:
-    """One configuration (``--batch``, ``--chunk``; 0 = plain step) in this process; returns its record."""
+    """One configuration (``--batch``, ``--chunk``; 0 = plain step) in this process; returns its record.
+
+    ``--measure time``: ``--steps`` timed steps after one untimed one, the peak as this process's allocator
+    leaves it, and the replay check. ``--measure memory``: steps of ``--batch`` over the first
+    ``--memory_sentences`` sentences (the largest batch: every configuration then sees the same sentences, and
+    a plain batch-64 run meets the longest of the 64-sentence groups that are the chunks of batch 512), only
+    the peak (the parent runs this child with glibc's mmap threshold fixed, so the resident size follows the
+    live tensors).
+    """
     from transformers import AutoTokenizer
 
     from simcse.data import SimCSECollator
@@ -84,8 +101,8 @@ def run_child(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    texts = read_sentences(args.data, limit=max(args.batch * (args.steps + 1), 2))
-    dataset = unsup_dataset(tokenizer, texts, args.max_len)
+    n_steps = args.steps + 1 if args.measure == "time" else max(1, -(-args.memory_sentences // args.batch))
+    dataset = unsup_dataset(tokenizer, read_sentences(args.data, limit=max(args.batch * n_steps, 2)), args.max_len)
     collate = SimCSECollator(tokenizer)
     model = make_model(args.model, device=device)
     optimizer = trainer_optimizer(model.parameters(), lr=3e-5)
@@ -104,46 +121,71 @@ def run_child(args: argparse.Namespace) -> dict:
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        footprint = torch.cuda.memory_allocated(device)
-    else:
-        footprint = _rss_bytes()
-    inputs = [batch(i * args.batch, args.batch) for i in range(args.steps + 1)]
+    footprint = torch.cuda.memory_allocated(device) if cuda else _rss_bytes()
+    inputs = [batch(i * args.batch, args.batch) for i in range(n_steps)]
     times = []
-    for i, inp in enumerate(inputs):
+    for inp in inputs:
         t0 = time.perf_counter()
-        loss = step(inp)
-        float(loss.detach())  # waits for the device
-        if i:  # the first full-size step is untimed (one-time allocations, thread pools)
-            times.append(time.perf_counter() - t0)
+        float(step(inp).detach())  # waits for the device
+        times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(device) if cuda else _max_rss_bytes()
-    replay_bitwise = _replay_is_bitwise(model, step, inputs[0], args.chunk) if args.chunk else None
-    per_step = median(times)
-    return {
-        "bench": "grad_cache",
-        "batch": args.batch,
-        "chunk": args.chunk,
-        "device": str(device),
-        "threads": threads,
-        "memory": "cuda_allocated" if cuda else "rss",
-        "footprint_mib": round(footprint / MIB, 1),
-        "peak_mib": round(peak / MIB, 1),
+    record = {
+        "bench": "grad_cache", "measure": args.measure, "batch": args.batch, "chunk": args.chunk,
+        "device": str(device), "threads": threads, "memory": "cuda_allocated" if cuda else "rss",
+        "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc default (dynamic)"),
+        "footprint_mib": round(footprint / MIB, 1), "peak_mib": round(peak / MIB, 1),
         "step_mib": round((peak - footprint) / MIB, 1),
-        "s_per_step": round(per_step, 3),
-        "sentences_per_s": round(args.batch / per_step, 1),
-        "steps_timed": len(times),
-        "replay_bitwise": replay_bitwise,
-    }
+    }  # fmt: skip
+    if args.measure == "time":
+        per_step = median(times[1:])  # the first full-size step is untimed (one-time allocations, thread pools)
+        bitwise = _replay_is_bitwise(model, optimizer, inputs[0], args.chunk) if args.chunk else None
+        record.update(s_per_step=round(per_step, 3), sentences_per_s=round(args.batch / per_step, 1),
+                      steps_timed=len(times) - 1, replay_bitwise=bitwise)
+    return record
 
 
-def _child_command(args: argparse.Namespace, batch: int, chunk: int) -> list[str]:
+# glibc returns a freed block to the OS only if it was mmap'ed, and its default threshold for mmap grows with
+# the blocks freed, so after a few steps freed activations stay in the heap and a peak RSS counts them
+# (measured: ~280 MB of a 700 MB batch-64 step). Fixed thresholds (mallopt(3)) make every buffer of 128 KiB or
+# more its own mapping, unmapped on free: the resident size then follows the live tensors. Page faults make
+# that slow, so only the memory children run with it.
+LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
+def _child_command(args: argparse.Namespace, batch: int, chunk: int, measure: str) -> list[str]:
     cmd = [
         sys.executable, "-m", "benchmarks.bench_grad_cache", "--child", "--batch", str(batch), "--chunk", str(chunk),
         "--model", args.model, "--data", str(args.data), "--max_len", str(args.max_len), "--steps", str(args.steps),
-        "--device", args.device,
+        "--device", args.device, "--measure", measure, "--memory_sentences", str(max(args.batches)),
     ]  # fmt: skip
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     return cmd
+
+
+def run_configuration(args: argparse.Namespace, batch: int, chunk: int) -> dict:
+    """The time child, then (CPU) the memory child; one record: the live-memory step MiB as ``step_mib``, the
+    time child's default-allocator figure as ``step_rss_default_mib``."""
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in LIVE_MEMORY_ENV}  # the time child: glibc's defaults
+    env["PYTHONPATH"] = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    measures = ["time"] if args.device.startswith("cuda") else ["time", "memory"]
+    got = {}
+    for measure in measures:
+        extra = LIVE_MEMORY_ENV if measure == "memory" else {}
+        done = subprocess.run(_child_command(args, batch, chunk, measure), cwd=root, capture_output=True,
+                              text=True, timeout=args.timeout, env={**env, **extra})  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"batch {batch} chunk {chunk} ({measure}) failed:\n{done.stderr[-2000:]}")
+        got[measure] = json.loads([ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1])
+    record = dict(got["time"])
+    if "memory" in got:
+        mem = got["memory"]
+        record.update(step_rss_default_mib=record["step_mib"], step_mib=mem["step_mib"],
+                      footprint_mib=mem["footprint_mib"], peak_mib=mem["peak_mib"], memory="rss_live")
+    record.pop("measure", None)
+    record.pop("malloc_mmap_threshold", None)
+    return record
 
 
 def run_order(batches: list[int], chunk: int) -> list[tuple[int, int]]:
@@ -156,8 +198,8 @@ def run_order(batches: list[int], chunk: int) -> list[tuple[int, int]]:
 
 
 def summarise(records: list[dict]) -> list[list]:
-    """Table rows: batch, caching, step memory, its ratio to the plain batch-64 (smallest plain) step, sentences/s,
-    and the cached/plain time-per-sentence ratio at the same batch."""
+    """Table rows: batch, caching, step memory (live), its ratio to the plain batch-64 (smallest plain) step, the
+    default allocator's step memory, sentences/s, and the cached/plain time-per-sentence ratio at the same batch."""
     plain = {r["batch"]: r for r in records if not r["chunk"]}
     base = plain[min(plain)]["step_mib"] if plain else None
     rows = []
@@ -167,7 +209,8 @@ def summarise(records: list[dict]) -> list[list]:
         time_ratio = f"{peer['sentences_per_s'] / r['sentences_per_s']:.2f}" if (r["chunk"] and peer) else "-"
         caching = f"chunk {r['chunk']}" if r["chunk"] else "off"
         bitwise = "-" if r.get("replay_bitwise") is None else ("yes" if r["replay_bitwise"] else "NO")
-        rows.append([r["batch"], caching, r["step_mib"], mem_ratio, r["sentences_per_s"], time_ratio, bitwise])
+        rows.append([r["batch"], caching, r["step_mib"], mem_ratio, r.get("step_rss_default_mib", "-"),
+                     r["sentences_per_s"], time_ratio, bitwise])
     return rows
 
 
@@ -184,6 +227,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", default=None, help="also write the records to this JSON file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=["time", "memory"], default="time", help=argparse.SUPPRESS)
+    parser.add_argument("--memory_sentences", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     resolve_model_arg(parser, args)
     if args.child:
@@ -191,21 +236,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print_json_line(record)
         return [record]
     records = []
-    root = Path(__file__).resolve().parent.parent
     for batch, chunk in run_order(args.batches, args.chunk):
         print(f"batch {batch}, {'chunk ' + str(chunk) if chunk else 'plain'} ...", file=sys.stderr, flush=True)
-        done = subprocess.run(
-            _child_command(args, batch, chunk), cwd=root, capture_output=True, text=True, timeout=args.timeout,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])},
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"batch {batch} chunk {chunk} failed:\n{done.stderr[-2000:]}")
-        line = [ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1]
-        records.append(json.loads(line))
-        print(line, flush=True)  # each record as soon as it is measured: a stopped run keeps what it has
-    headers = ["batch", "grad cache", "step MiB (peak - footprint)", "x plain b64", "sentences/s", "time x plain",
-               "replay bitwise"]
-    memory = "peak allocated CUDA memory" if args.device.startswith("cuda") else "peak RSS"
+        records.append(run_configuration(args, batch, chunk))
+        print_json_line(records[-1])  # each record as soon as it is measured: a stopped run keeps what it has
+    headers = ["batch", "grad cache", "step MiB (peak - footprint)", "x plain b64", "step MiB, default malloc",
+               "sentences/s", "time x plain", "replay bitwise"]
+    memory = "peak allocated CUDA memory" if args.device.startswith("cuda") else "live peak RSS"
     print_table(headers, summarise(records), title=f"{model_label(args.model)}, {args.device}, {memory}, "
                 f"len {args.max_len}, threads {records[0]['threads']}")  # fmt: skip
     summary = {"bench": "grad_cache_summary", "machine": machine_info(), "records": records}

@@ -7,9 +7,11 @@ The scripts are run in-process (importing them from the ``benchmarks`` package) 
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import math
+import subprocess
 from types import ModuleType
 
 import pytest
@@ -165,6 +167,35 @@ def test_grad_cache_bench_child_and_table(tiny_bert_dir, tmp_path, capsys):
         {"batch": 512, "chunk": 0, "step_mib": 800.0, "sentences_per_s": 45.0},
         {"batch": 512, "chunk": 64, "step_mib": 120.0, "sentences_per_s": 36.0, "replay_bitwise": True},
     ]
+    (mem,) = bench.main(["--child", "--model", str(tiny_bert_dir), "--data", str(data), "--batch", "8",
+                         "--chunk", "3", "--threads", "1", "--measure", "memory",
+                         "--memory_sentences", "16"])  # fmt: skip (two steps of 8 over the same 16 sentences)
+    assert mem["measure"] == "memory" and min(mem["peak_mib"], mem["footprint_mib"]) > 0 and "s_per_step" not in mem
+    fake[-1]["step_rss_default_mib"] = 300.0
     rows = bench.summarise(fake)
-    assert rows[-1] == [512, "chunk 64", 120.0, "1.20", 36.0, "1.25", "yes"]  # 120/100 memory, 45/36 time/sentence
-    assert rows[0][3:] == ["1.00", 50.0, "-", "-"]
+    assert rows[-1] == [512, "chunk 64", 120.0, "1.20", 300.0, 36.0, "1.25", "yes"]  # 120/100 memory, 45/36 time
+    assert rows[0][3:] == ["1.00", "-", 50.0, "-", "-"]
+
+
+def test_grad_cache_bench_merges_the_time_and_the_live_memory_child(monkeypatch, tmp_path):
+    """On the CPU each configuration runs a time child (default allocator) and a memory child (fixed mmap
+    threshold); the record takes the memory child's step MiB and keeps the other as the default-malloc figure."""
+    bench = _load("bench_grad_cache")
+    calls = []
+
+    def fake_run(cmd, env, **_kw):
+        measure = cmd[cmd.index("--measure") + 1]
+        calls.append((measure, env.get("MALLOC_MMAP_THRESHOLD_")))
+        rec = {"bench": "grad_cache", "measure": measure, "batch": 8, "chunk": 2, "step_mib": 10.0,
+               "footprint_mib": 5.0, "peak_mib": 15.0, "memory": "rss"}
+        if measure == "time":
+            rec.update(step_mib=30.0, peak_mib=35.0, sentences_per_s=4.0)
+        return subprocess.CompletedProcess(cmd, 0, stdout="log line\n" + json.dumps(rec) + "\n", stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    args = argparse.Namespace(model="m", data=tmp_path, max_len=8, steps=1, device="cpu", threads=1, timeout=5.0,
+                              batches=[8, 16])
+    record = bench.run_configuration(args, 8, 2)
+    assert calls == [("time", None), ("memory", bench.LIVE_MEMORY_ENV["MALLOC_MMAP_THRESHOLD_"])]
+    assert (record["step_mib"], record["step_rss_default_mib"], record["peak_mib"]) == (10.0, 30.0, 15.0)
+    assert record["sentences_per_s"] == 4.0 and record["memory"] == "rss_live" and "measure" not in record
