@@ -90,13 +90,14 @@ def _status(pid: int) -> dict[str, int]:
 def run_children(kind: str, model: str, corpus: Path, work: Path, count: int = 1) -> list[dict]:
     """Start ``count`` fresh processes at once, sample their memory until they end; one record per process."""
     env = dict(os.environ, TOKENIZERS_PARALLELISM="true")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", CHILD[kind], model, str(corpus), str(work)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        for _ in range(count)
-    ]
+    # Output goes to files: the parent only samples memory while the children run, and a child writing more
+    # than a pipe holds (the progress bars of a 1M-line map) would block forever on a full pipe.
+    logs = [(work / f"{kind}_{i}.out", work / f"{kind}_{i}.err") for i in range(count)]
+    procs = []
+    for out_path, err_path in logs:
+        with open(out_path, "w", encoding="utf-8") as out, open(err_path, "w", encoding="utf-8") as err:
+            procs.append(subprocess.Popen([sys.executable, "-c", CHILD[kind], model, str(corpus), str(work)],
+                                          stdout=out, stderr=err, env=env))  # fmt: skip
     peaks = [{"VmRSS": 0, "RssAnon": 0} for _ in procs]
     while any(p.poll() is None for p in procs):
         for proc, peak in zip(procs, peaks):
@@ -104,8 +105,9 @@ def run_children(kind: str, model: str, corpus: Path, work: Path, count: int = 1
                 peak[name] = max(peak[name], value)
         time.sleep(0.02)
     records = []
-    for proc, peak in zip(procs, peaks):
-        out, err = proc.communicate()
+    for proc, peak, (out_path, err_path) in zip(procs, peaks, logs):
+        proc.wait()
+        out, err = out_path.read_text(encoding="utf-8"), err_path.read_text(encoding="utf-8")
         if proc.returncode != 0:
             raise RuntimeError(f"{kind} child failed ({proc.returncode}):\n{err[-3000:]}")
         record = json.loads(out.strip().splitlines()[-1])
