@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from simcse.load_errors import ModelLoadError
 from simcse.models import UnsupportedModelError
 from simcse.run_state import OutputDirError, run_record, write_run_record
 from simcse.trainer import NonFiniteLossError
+from tests.cli_runs import CliBatch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STS12 = ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews")
@@ -38,14 +37,6 @@ def train_args(model_dir: Path, train_file: Path, out: Path, *extra: str) -> lis
         "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
         "--plot_training", "false", "--do_train", *extra,
     ]  # fmt: skip
-
-
-def run_cli(script: str, *args: str) -> tuple[int, list[str], str]:
-    """Run ``python <script> args`` from the repo root; return (exit code, stderr lines with 'error:', stderr)."""
-    proc = subprocess.run(
-        [sys.executable, script, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
-    )
-    return proc.returncode, [ln for ln in proc.stderr.splitlines() if "error:" in ln], proc.stderr
 
 
 def assert_one_error_line(result: tuple[int, list[str], str], expected: str) -> None:
@@ -294,30 +285,50 @@ def test_sts_good_data_evaluates(tiny_bert_dir, tmp_path, capsys):
 # --- the command lines: subprocesses ------------------------------------------------------------------------
 
 
-def test_cli_train_empty_file(tiny_bert_dir, tmp_path):
-    path = write(tmp_path / "empty.txt", "")
-    result = run_cli("train.py", *train_args(tiny_bert_dir, path, tmp_path / "out"))
-    assert_one_error_line(result, f"error: {path}:0: no examples (file is empty or blank)")
+@pytest.fixture(scope="module")
+def cli(tiny_bert_dir, no_weights_dir, good_txt, tmp_path_factory):
+    """The module's command-line cases, started together (tests/cli_runs.py); ``cli.paths`` holds their inputs."""
+    root = tmp_path_factory.mktemp("cli")
+    batch = CliBatch(root)
+    batch.paths = {"empty": write(root / "empty.txt", ""), "missing": root / "no_such_dir"}
+    batch.start("empty", "train.py", *train_args(tiny_bert_dir, batch.paths["empty"], root / "o1"))
+    batch.start("no_weights", "train.py", *train_args(no_weights_dir, good_txt, root / "o2", "--pooler_type", "avg"))
+    batch.start("bad_pooler_type", "train.py",
+                *train_args(tiny_bert_dir, good_txt, root / "o3", "--pooler_type", "max"))
+    batch.start("eval_bad_pooler", "evaluation.py", "--model_name_or_path", str(tiny_bert_dir), "--pooler", "max")
+    batch.start("eval_missing_data", "evaluation.py", *eval_args(tiny_bert_dir, batch.paths["missing"]))
+    yield batch
+    batch.close()
 
 
-def test_cli_train_model_without_weights(no_weights_dir, good_txt, tmp_path):
-    result = run_cli("train.py", *train_args(no_weights_dir, good_txt, tmp_path / "out", "--pooler_type", "avg"))
+def cli_result(cli: CliBatch, name: str) -> tuple[int, list[str], str]:
+    """(exit code, stderr lines with 'error:', stderr) of one started case."""
+    code, stderr = cli.result(name)
+    return code, [ln for ln in stderr.splitlines() if "error:" in ln], stderr
+
+
+def test_cli_train_empty_file(cli):
+    expected = f"error: {cli.paths['empty']}:0: no examples (file is empty or blank)"
+    assert_one_error_line(cli_result(cli, "empty"), expected)
+
+
+def test_cli_train_model_without_weights(cli, no_weights_dir):
     assert_one_error_line(
-        result,
+        cli_result(cli, "no_weights"),
         f"error: {no_weights_dir}: model folder has no weights (expected model.safetensors or pytorch_model.bin); "
         "is the download or the copy incomplete?",
     )
 
 
-def test_cli_train_bad_pooler_type(tiny_bert_dir, good_txt, tmp_path):
-    result = run_cli("train.py", *train_args(tiny_bert_dir, good_txt, tmp_path / "out", "--pooler_type", "max"))
+def test_cli_train_bad_pooler_type(cli):
     assert_one_error_line(
-        result, "error: --pooler_type 'max' is not one of: cls, cls_before_pooler, avg, avg_top2, avg_first_last"
+        cli_result(cli, "bad_pooler_type"),
+        "error: --pooler_type 'max' is not one of: cls, cls_before_pooler, avg, avg_top2, avg_first_last",
     )
 
 
-def test_cli_evaluation_bad_pooler(tiny_bert_dir):
-    code, errors, stderr = run_cli("evaluation.py", "--model_name_or_path", str(tiny_bert_dir), "--pooler", "max")
+def test_cli_evaluation_bad_pooler(cli):
+    code, errors, stderr = cli_result(cli, "eval_bad_pooler")
     assert code == 2 and "Traceback" not in stderr
     assert len(errors) == 1 and errors[0].startswith("evaluation.py: error: argument --pooler: invalid choice: 'max'")
 
@@ -330,13 +341,11 @@ def test_evaluation_bad_mode(tiny_bert_dir, capsys):
     assert len(errors) == 1 and "error: argument --mode: invalid choice: 'final'" in errors[0]
 
 
-def test_cli_evaluation_missing_data_dir(tiny_bert_dir, tmp_path):
-    missing = tmp_path / "no_such_dir"
-    result = run_cli("evaluation.py", *eval_args(tiny_bert_dir, missing))
+def test_cli_evaluation_missing_data_dir(cli):
     assert_one_error_line(
-        result,
-        f"error: {missing}: SentEval data directory not found; run SentEval/data/downstream/download_dataset.sh "
-        "or pass --data_dir / set SENTEVAL_DATA_DIR",
+        cli_result(cli, "eval_missing_data"),
+        f"error: {cli.paths['missing']}: SentEval data directory not found; run "
+        "SentEval/data/downstream/download_dataset.sh or pass --data_dir / set SENTEVAL_DATA_DIR",
     )
 
 

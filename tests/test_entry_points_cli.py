@@ -8,11 +8,12 @@ argparse's own formatting of a help string); the bad inputs run ``python <script
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cli_runs import CliBatch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / "benchmarks"
@@ -63,16 +64,6 @@ def _takes_argv(fn) -> bool:
     return bool(inspect.signature(fn).parameters)
 
 
-def run_cli(*cmd: str, env_extra: dict[str, str] | None = None) -> tuple[int, str]:
-    import os
-
-    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
-    proc = subprocess.run(
-        [sys.executable, *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False, env=env
-    )
-    return proc.returncode, proc.stderr
-
-
 def assert_one_line(code: int, stderr: str, expected: str) -> None:
     assert code == 2, stderr[-3000:]
     assert "Traceback" not in stderr
@@ -80,12 +71,36 @@ def assert_one_line(code: int, stderr: str, expected: str) -> None:
     assert errors == [expected], stderr[-3000:]
 
 
-def test_cli_train_path_that_does_not_exist(tmp_path):
-    from tests.test_bad_inputs import train_args
+@pytest.fixture(scope="module")
+def cli(tiny_bert_dir, tmp_path_factory):
+    """The bad inputs of every entry point, started together (tests/cli_runs.py); ``cli.paths``: their inputs."""
+    import shutil
 
-    train_file = tmp_path / "t.txt"
+    from tests.test_bad_inputs import eval_args, make_sts12, train_args
+
+    root = tmp_path_factory.mktemp("cli")
+    batch = CliBatch(root)
+    train_file = root / "t.txt"
     train_file.write_text("a sentence\n")
-    code, stderr = run_cli("train.py", *train_args("/nonexistent/model", train_file, tmp_path / "out"))
+    batch.start("no_model", "train.py", *train_args("/nonexistent/model", train_file, root / "out"))
+    folder = root / "model"
+    shutil.copytree(tiny_bert_dir, folder)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])  # an interrupted copy
+    argv = eval_args(folder, make_sts12(root / "downstream"))
+    batch.start("damaged", "evaluation.py", *argv)
+    batch.start("damaged_debug", "evaluation.py", *argv, env_extra={"SIMCSE_DEBUG": "1"})
+    photos = root / "photos"
+    photos.mkdir()
+    batch.start("not_a_checkpoint", "simcse_to_huggingface.py", "--path", str(photos))
+    batch.paths = {"weights": weights, "photos": photos}
+    yield batch
+    batch.close()
+
+
+def test_cli_train_path_that_does_not_exist(cli):
+    code, stderr = cli.result("no_model")
     assert_one_line(
         code,
         stderr,
@@ -94,33 +109,23 @@ def test_cli_train_path_that_does_not_exist(tmp_path):
     )
 
 
-def test_cli_evaluation_damaged_weights(tiny_bert_dir, tmp_path):
-    import shutil
-
-    from tests.test_bad_inputs import eval_args, make_sts12
-
-    folder = tmp_path / "model"
-    shutil.copytree(tiny_bert_dir, folder)
-    weights = folder / "model.safetensors"
-    data = weights.read_bytes()
-    weights.write_bytes(data[: len(data) // 2])  # an interrupted copy
-    code, stderr = run_cli("evaluation.py", *eval_args(folder, make_sts12(tmp_path / "downstream")))
+def test_cli_evaluation_damaged_weights(cli):
+    code, stderr = cli.result("damaged")
     assert_one_line(
         code,
         stderr,
-        f"error: {weights}: weights cannot be read (Error while deserializing header: incomplete metadata, file not "
-        "fully covered); the file is damaged or incomplete (an interrupted download or copy?): copy or download the "
-        "model again",
+        f"error: {cli.paths['weights']}: weights cannot be read (Error while deserializing header: incomplete "
+        "metadata, file not fully covered); the file is damaged or incomplete (an interrupted download or copy?): "
+        "copy or download the model again",
     )
     # SIMCSE_DEBUG=1 shows the traceback (and the error type) instead
-    argv = eval_args(folder, tmp_path / "downstream")
-    code, stderr = run_cli("evaluation.py", *argv, env_extra={"SIMCSE_DEBUG": "1"})
+    code, stderr = cli.result("damaged_debug")
     assert code == 1 and "Traceback" in stderr and "ModelLoadError" in stderr
 
 
-def test_cli_converter_not_a_checkpoint(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    code, stderr = run_cli("simcse_to_huggingface.py", "--path", str(folder))
-    expected = f"error: {folder}: not a checkpoint (no config.json); pass a folder that train.py or SimCSE wrote"
+def test_cli_converter_not_a_checkpoint(cli):
+    code, stderr = cli.result("not_a_checkpoint")
+    expected = (f"error: {cli.paths['photos']}: not a checkpoint (no config.json); pass a folder that train.py or "
+                "SimCSE wrote")
     assert_one_line(code, stderr, expected)
+
