@@ -102,6 +102,24 @@ def chunk_slices(batch_size: int, chunk_size: int) -> list[slice]:
     return [slice(i, min(i + chunk_size, batch_size)) for i in range(0, batch_size, chunk_size)]
 
 
+def _loss_and_cached_grad(core: nn.Module, embeddings: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The contrastive loss of the (B, S, H) leaf ``embeddings`` (negatives gathered across DDP ranks as in the
+    plain forward), its logits, and its gradient with respect to them: (loss, logits, (B, S, H) cached grad)."""
+    config = core.config
+    with torch.enable_grad():
+        z1, z2 = embeddings[:, 0], embeddings[:, 1]  # (B, H) anchors, positives
+        z3 = embeddings[:, 2] if embeddings.size(1) == 3 else None  # (B, H) hard negatives
+        if core.training and config.gather_negatives:
+            z3 = gather_with_local_grad(z3) if z3 is not None else None  # (N, H), N = B * world size
+            z1, z2 = gather_with_local_grad(z1), gather_with_local_grad(z2)
+        loss, logits = contrastive_loss(
+            z1, z2, z3, temp=config.temp, hard_negative_weight=config.hard_negative_weight,
+            similarity=config.similarity,
+        )
+        (cached_grad,) = torch.autograd.grad(loss, embeddings)  # (B, S, H)
+    return loss, logits, cached_grad
+
+
 def cached_contrastive_loss(
     model: nn.Module, inputs: dict[str, Any], chunk_size: int
 ) -> SequenceClassifierOutput:
@@ -111,12 +129,10 @@ def cached_contrastive_loss(
     if inputs.get("mlm_input_ids") is not None:
         raise ValueError(MLM_REFUSAL)
     core = _core(model)
-    config = core.config
     chunk_inputs = {k: inputs[k] for k in _CHUNK_KEYS if inputs.get(k) is not None}
     input_ids = chunk_inputs["input_ids"]  # (B, S, L)
-    batch_size, num_sent, _ = input_ids.shape
     device = input_ids.device
-    slices = chunk_slices(batch_size, chunk_size)
+    slices = chunk_slices(input_ids.size(0), chunk_size)
 
     def encode(sl: slice) -> torch.Tensor:  # (b, S, H) for the chunk's examples
         return model(**{k: v[sl] for k, v in chunk_inputs.items()}, embeddings_only=True)
@@ -138,17 +154,7 @@ def cached_contrastive_loss(
         kept = encode(kept_slice)  # (b, S, H) with its graph: backpropagated first, never re-encoded
     embeddings = torch.cat([*pieces, kept.detach()]).detach().requires_grad_(True)  # (B, S, H), a leaf
 
-    with torch.enable_grad():
-        z1, z2 = embeddings[:, 0], embeddings[:, 1]  # (B, H) anchors, positives
-        z3 = embeddings[:, 2] if num_sent == 3 else None  # (B, H) hard negatives
-        if core.training and config.gather_negatives:
-            z3 = gather_with_local_grad(z3) if z3 is not None else None  # (N, H), N = B * world size
-            z1, z2 = gather_with_local_grad(z1), gather_with_local_grad(z2)
-        loss, logits = contrastive_loss(
-            z1, z2, z3, temp=config.temp, hard_negative_weight=config.hard_negative_weight,
-            similarity=config.similarity,
-        )
-        (cached_grad,) = torch.autograd.grad(loss, embeddings)  # (B, S, H)
+    loss, logits, cached_grad = _loss_and_cached_grad(core, embeddings)
     autocast = _autocast_state(device)
     graph = [kept]  # released by the first backward, so a second one cannot reuse it
 
