@@ -57,7 +57,13 @@ class Probe(TrainerCallback):
                 time.sleep(0.05)  # our handler restores the previous one when the signal arrives
             print("SIMCSE_TEST_GOT_SIGNAL", flush=True)
             if MODE == "sigint_twice":
-                time.sleep(120)  # the second Ctrl-C interrupts this sleep
+                # The second Ctrl-C interrupts this wait. In short sleeps, like a training loop that runs Python
+                # code all the time: the kernel may deliver the signal to another thread (torch's, the
+                # tokenizer's), and then Python runs its handler only when the main thread next runs bytecode,
+                # which one long sleep() would delay by its whole length (seen once under load).
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    time.sleep(0.05)
 
     def on_save(self, args, state, control, **kwargs):
         if MODE == "disk_full" and state.global_step == STEP:
