@@ -7,7 +7,8 @@ ranks first agree, so all of them save and stop at the same step). ``train.main`
 save and evaluation and raises :class:`TrainingInterrupted`, which the command line prints with the
 command that resumes the run, exiting 130 (SIGINT) or 143 (SIGTERM).
 
-The first signal restores the previous handler, so a second Ctrl-C raises ``KeyboardInterrupt`` at once;
+The first signal restores the previous handler (Python's default where SIGINT was ignored, as in a job a
+script started in the background), so a second Ctrl-C raises ``KeyboardInterrupt`` at once;
 complete checkpoints stay complete (a folder being written then has no completion marker and is never
 resumed from). See docs/RELIABILITY.md.
 """
@@ -65,6 +66,15 @@ def resume_command(argv: list[str], launcher: Sequence[str] = ("python", "train.
     return shlex.join([*launcher, *kept])
 
 
+def _acting(sig: int, previous: Any) -> Any:
+    """The handler a second signal meets: the one before ours, unless that one ignored the signal (a process
+    started in the background by a script inherits SIGINT ignored; the first signal reached our handler
+    anyway, so the second must act too): then Python's default, KeyboardInterrupt for SIGINT."""
+    if previous in (signal.SIG_IGN, None):
+        return signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+    return previous
+
+
 class StopOnSignal(TrainerCallback):
     """Install with :meth:`install` (main thread only), restore with :meth:`restore`; see the module doc."""
 
@@ -75,7 +85,7 @@ class StopOnSignal(TrainerCallback):
     def _handler(self, signum: int, frame: Any) -> None:
         self.signum = signum
         for sig, previous in self._previous.items():  # a second signal acts at once
-            signal.signal(sig, previous)
+            signal.signal(sig, _acting(sig, previous))
 
     def install(self) -> bool:
         if threading.current_thread() is not threading.main_thread():

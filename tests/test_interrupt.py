@@ -57,10 +57,9 @@ class Probe(TrainerCallback):
                 time.sleep(0.05)  # our handler restores the previous one when the signal arrives
             print("SIMCSE_TEST_GOT_SIGNAL", flush=True)
             if MODE == "sigint_twice":
-                # The second Ctrl-C interrupts this wait. In short sleeps, like a training loop that runs Python
-                # code all the time: the kernel may deliver the signal to another thread (torch's, the
-                # tokenizer's), and then Python runs its handler only when the main thread next runs bytecode,
-                # which one long sleep() would delay by its whole length (seen once under load).
+                # The second Ctrl-C interrupts this wait (short sleeps, like a training loop that runs Python
+                # code all the time). A child started from a background job inherits SIGINT ignored: the
+                # second signal must act anyway (simcse/interrupt.py:_acting).
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -238,3 +237,25 @@ def test_ddp_ranks_agree_to_stop(tmp_path):
     for rank in range(2):
         result = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert result == {"quiet": [False, False], "stopped": [True, True], "signum": int(signal.SIGTERM)}, rank
+
+
+@pytest.mark.parametrize("before", [signal.SIG_IGN, signal.default_int_handler])
+def test_second_sigint_acts_even_when_sigint_was_ignored_at_start(before):
+    """A run started in the background by a script inherits SIGINT ignored; the first SIGINT reaches our handler
+    anyway, so the second must raise KeyboardInterrupt (stop at once) instead of being ignored again."""
+    from simcse.interrupt import StopOnSignal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, before)
+    stop = StopOnSignal()
+    try:
+        assert stop.install()
+        signal.raise_signal(signal.SIGINT)  # the first: recorded, handler switched
+        assert stop.signum == signal.SIGINT
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)  # the second: at once
+    finally:
+        stop.restore()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
