@@ -199,3 +199,14 @@ def test_grad_cache_bench_merges_the_time_and_the_live_memory_child(monkeypatch,
     assert calls == [("time", None), ("memory", bench.LIVE_MEMORY_ENV["MALLOC_MMAP_THRESHOLD_"])]
     assert (record["step_mib"], record["step_rss_default_mib"], record["peak_mib"]) == (10.0, 30.0, 15.0)
     assert record["sentences_per_s"] == 4.0 and record["memory"] == "rss_live" and "measure" not in record
+
+
+def test_data_bench_child_with_more_output_than_a_pipe_holds_does_not_hang(monkeypatch, tmp_path):
+    """bench_data samples the children's memory while they run; a child printing more than a pipe buffer (a 1M-line
+    map's progress bars) once blocked forever. Its output now goes to files."""
+    bench = _load("bench_data")
+    chatty = "import json, sys\nsys.stderr.write('x' * 300_000)\nprint(json.dumps({'seconds': 0.5, 'rows': 3}))\n"
+    monkeypatch.setitem(bench.CHILD, "ours", chatty)
+    (record,) = bench.run_children("ours", "unused-model", tmp_path / "corpus.txt", tmp_path)
+    assert (record["seconds"], record["rows"], record["built"]) == (0.5, 3, False)
+    assert record["peak_rss_mb"] > 0
